@@ -1,0 +1,87 @@
+//! Credentials and the registry authentication handshake: what a registry
+//! asks for (`WWW-Authenticate` challenges) and how a bearer token is fetched.
+//!
+//! Secrets live only in [`Credentials`], whose `Debug` output is redacted, so
+//! that no log line or error chain can print them by accident.
+
+pub mod challenge;
+pub mod token;
+
+use std::fmt;
+
+pub use challenge::Challenge;
+
+/// A username and password (or token) for a registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    /// Credentials are used only when both parts are non-empty, as the
+    /// original resource does; otherwise access is anonymous.
+    pub fn from_parts(username: &str, password: &str) -> Option<Self> {
+        (!username.is_empty() && !password.is_empty()).then(|| Credentials {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The access a step needs on a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Pull,
+    Push,
+}
+
+/// A token scope: `repository:<path>:pull` or `repository:<path>:pull,push`.
+pub fn repository_scope(path: &str, access: Access) -> String {
+    match access {
+        Access::Pull => format!("repository:{path}:pull"),
+        Access::Push => format!("repository:{path}:pull,push"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let c = Credentials::from_parts("user", "hunter2-secret").unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("user") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn both_parts_are_needed() {
+        assert!(Credentials::from_parts("u", "").is_none());
+        assert!(Credentials::from_parts("", "p").is_none());
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(
+            repository_scope("library/alpine", Access::Pull),
+            "repository:library/alpine:pull"
+        );
+        assert_eq!(
+            repository_scope("a/b", Access::Push),
+            "repository:a/b:pull,push"
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The bearer-token flow of the distribution spec: `GET <realm>?service=…&scope=…`
+//! with Basic credentials when we have them, answered by `{"token": …}` or
+//! `{"access_token": …}`.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use url::Url;
+
+use super::Credentials;
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+}
+
+/// Asks the token service at `realm` for a token covering `scopes`.
+pub async fn fetch(
+    http: &reqwest::Client,
+    realm: &Url,
+    service: Option<&str>,
+    scopes: &[String],
+    credentials: Option<&Credentials>,
+) -> anyhow::Result<String> {
+    let mut url = realm.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(service) = service {
+            query.append_pair("service", service);
+        }
+        for scope in scopes {
+            query.append_pair("scope", scope);
+        }
+    }
+    let mut request = http.get(url.clone());
+    if let Some(c) = credentials {
+        request = request.basic_auth(&c.username, Some(&c.password));
+    }
+    let shown = without_query(&url);
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("token request to {shown} failed"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .with_context(|| format!("reading the token from {shown}"))?;
+    if !status.is_success() {
+        let hint = if status == reqwest::StatusCode::UNAUTHORIZED && credentials.is_some() {
+            " (check username and password)"
+        } else if status == reqwest::StatusCode::UNAUTHORIZED {
+            " (the registry requires credentials: set username and password)"
+        } else {
+            ""
+        };
+        bail!(
+            "token request to {shown} failed with {status}{hint}: {}",
+            super::super::registry::error::excerpt(&body)
+        );
+    }
+    let parsed: TokenResponse = serde_json::from_slice(&body)
+        .with_context(|| format!("token service {shown} answered with invalid JSON"))?;
+    match parsed.token.or(parsed.access_token) {
+        Some(t) if !t.is_empty() => Ok(t),
+        _ => bail!("token service {shown} answered without a token"),
+    }
+}
+
+/// A URL for messages: the query may carry scopes we asked for but never
+/// secrets; we drop it anyway to keep lines short.
+fn without_query(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
+}

@@ -1,0 +1,40 @@
+//! Media types of manifests and indexes, and the `Accept` header that asks a
+//! registry for any of them.
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Every manifest type we understand. The full list must always be sent: the
+/// CNCF registry answers 404 for an OCI manifest when the OCI type is missing,
+/// and answers a Docker list with one child's manifest when only the Docker v2
+/// type is present (so the digest would not be the tag's).
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Whether a manifest media type is an index (multi-platform list).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_lists_every_manifest_type() {
+        for mt in [
+            OCI_MANIFEST,
+            OCI_INDEX,
+            DOCKER_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+        ] {
+            assert!(MANIFEST_ACCEPT.contains(mt), "{mt}");
+        }
+        assert!(is_index(OCI_INDEX) && is_index(DOCKER_MANIFEST_LIST));
+        assert!(!is_index(OCI_MANIFEST));
+    }
+}

@@ -1,0 +1,403 @@
+//! One registry host: the `/v2/` ping that picks the scheme and the
+//! authentication mode, then authenticated requests with one token per scope
+//! per run and a single re-authentication when a token is refused.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use reqwest::{Certificate, Method, RequestBuilder, Response, StatusCode, header};
+use tokio::sync::{Mutex, OnceCell};
+use url::Url;
+
+use super::error::StatusError;
+use crate::auth::{Access, Challenge, Credentials, repository_scope, token};
+
+/// How to reach and authenticate to a registry.
+#[derive(Debug)]
+pub struct ClientOptions {
+    pub credentials: Option<Credentials>,
+    /// `source.insecure`: allow falling back to plain HTTP.
+    pub insecure: bool,
+    /// Extra trust roots (`source.ca_certs`).
+    pub ca_certs: Vec<Certificate>,
+    pub access: Access,
+}
+
+/// A client for one registry host.
+pub struct RegistryClient {
+    host: String,
+    http: reqwest::Client,
+    credentials: Option<Credentials>,
+    allow_http: bool,
+    access: Access,
+    session: OnceCell<Session>,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// What the ping established.
+#[derive(Debug)]
+struct Session {
+    base: Url,
+    auth: AuthMode,
+}
+
+#[derive(Debug)]
+enum AuthMode {
+    Anonymous,
+    Basic,
+    Bearer { realm: Url, service: Option<String> },
+}
+
+impl RegistryClient {
+    /// `host` is the API host, `host[:port]`.
+    pub fn new(host: &str, options: ClientOptions) -> anyhow::Result<Self> {
+        Ok(RegistryClient {
+            host: host.to_owned(),
+            http: super::http::build_client(options.ca_certs)?,
+            credentials: options.credentials,
+            allow_http: options.insecure || plain_http_allowed(host),
+            access: options.access,
+            session: OnceCell::new(),
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The URL of an API path such as `/v2/<name>/tags/list`.
+    pub async fn url(&self, path: &str) -> anyhow::Result<Url> {
+        let session = self.session().await?;
+        session
+            .base
+            .join(path)
+            .with_context(|| format!("invalid request path {path:?}"))
+    }
+
+    /// Sends a request for repository `repo_path`, authenticated as the
+    /// registry asked. `build` adds headers and body; it may run twice when a
+    /// token is refused and renewed. Any status is returned to the caller
+    /// except an authentication failure, which becomes an error.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        repo_path: &str,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> anyhow::Result<Response> {
+        let session = self.session().await?;
+        let scope = repository_scope(repo_path, self.access);
+        let same_host = url.host_str() == session.base.host_str()
+            && url.port_or_known_default() == session.base.port_or_known_default();
+        let mut renewed = false;
+        loop {
+            let mut request = build(self.http.request(method.clone(), url.clone()));
+            // Credentials go only to the registry host itself, never to a
+            // storage backend an upload or redirect points at.
+            if same_host {
+                request = self.authorize(request, session, &scope).await?;
+            }
+            let started = Instant::now();
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("{method} {} failed", url.path()))?;
+            tracing::debug!(
+                "{method} {} -> {} ({} ms)",
+                url.path(),
+                response.status().as_u16(),
+                started.elapsed().as_millis()
+            );
+            if response.status() != StatusCode::UNAUTHORIZED || !same_host {
+                return Ok(response);
+            }
+            if let (AuthMode::Bearer { .. }, false) = (&session.auth, renewed) {
+                // The token may have expired or lack a scope the registry
+                // names in its challenge: fetch a fresh one, once.
+                let wanted = challenge_scope(&response).unwrap_or_else(|| scope.clone());
+                self.tokens.lock().await.remove(&scope);
+                let token = self.fetch_token(session, &[wanted, scope.clone()]).await?;
+                self.tokens.lock().await.insert(scope.clone(), token);
+                renewed = true;
+                continue;
+            }
+            let error = StatusError::from_response(method.clone(), response).await;
+            return Err(anyhow!(error).context(self.unauthorized_hint()));
+        }
+    }
+
+    fn unauthorized_hint(&self) -> String {
+        match self.credentials {
+            Some(_) => format!(
+                "{} refused the credentials (check username and password)",
+                self.host
+            ),
+            None => format!(
+                "{} requires authentication (set username and password)",
+                self.host
+            ),
+        }
+    }
+
+    async fn authorize(
+        &self,
+        request: RequestBuilder,
+        session: &Session,
+        scope: &str,
+    ) -> anyhow::Result<RequestBuilder> {
+        Ok(match &session.auth {
+            AuthMode::Anonymous => request,
+            AuthMode::Basic => match &self.credentials {
+                Some(c) => request.basic_auth(&c.username, Some(&c.password)),
+                None => request,
+            },
+            AuthMode::Bearer { .. } => {
+                // Holding the lock while fetching makes concurrent requests
+                // for one scope share a single token request.
+                let mut tokens = self.tokens.lock().await;
+                let token = match tokens.get(scope) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = self.fetch_token(session, &[scope.to_owned()]).await?;
+                        tokens.insert(scope.to_owned(), t.clone());
+                        t
+                    }
+                };
+                request.bearer_auth(token)
+            }
+        })
+    }
+
+    async fn fetch_token(&self, session: &Session, scopes: &[String]) -> anyhow::Result<String> {
+        let AuthMode::Bearer { realm, service } = &session.auth else {
+            bail!("internal error: no token service for {}", self.host);
+        };
+        let mut scopes = scopes.to_vec();
+        scopes.dedup();
+        token::fetch(
+            &self.http,
+            realm,
+            service.as_deref(),
+            &scopes,
+            self.credentials.as_ref(),
+        )
+        .await
+        .with_context(|| format!("authenticating to {}", self.host))
+    }
+
+    async fn session(&self) -> anyhow::Result<&Session> {
+        self.session.get_or_try_init(|| self.ping()).await
+    }
+
+    /// `GET /v2/`: https first; plain http only where allowed and only when
+    /// https could not be spoken at all (connection or TLS failure).
+    async fn ping(&self) -> anyhow::Result<Session> {
+        let schemes: &[&str] = if self.allow_http {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
+        let mut failures = Vec::new();
+        for scheme in schemes {
+            let base = Url::parse(&format!("{scheme}://{}/", self.host))
+                .with_context(|| format!("invalid registry host {:?}", self.host))?;
+            let url = base.join("/v2/")?;
+            let started = Instant::now();
+            match self.http.get(url).send().await {
+                Ok(response) => {
+                    tracing::debug!(
+                        "GET {scheme}://{}/v2/ -> {} ({} ms)",
+                        self.host,
+                        response.status().as_u16(),
+                        started.elapsed().as_millis()
+                    );
+                    // Only 200 or 401 is a registry answering the API; anything
+                    // else (e.g. "plain HTTP sent to an HTTPS server") is a
+                    // failure of this scheme, reported with the others.
+                    if matches!(response.status(), StatusCode::OK | StatusCode::UNAUTHORIZED) {
+                        let auth = self.auth_mode(&base, response).await?;
+                        return Ok(Session { base, auth });
+                    }
+                    let error = StatusError::from_response(Method::GET, response).await;
+                    failures.push(format!("{scheme}: {error}"));
+                }
+                Err(e) => failures.push(format!("{scheme}: {}", error_chain(&e))),
+            }
+        }
+        bail!(
+            "cannot reach registry {}: {}",
+            self.host,
+            failures.join("; ")
+        )
+    }
+
+    async fn auth_mode(&self, base: &Url, response: Response) -> anyhow::Result<AuthMode> {
+        if response.status() == StatusCode::OK {
+            return Ok(AuthMode::Anonymous);
+        }
+        let header = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok());
+        match header.map(Challenge::parse).transpose()? {
+            Some(Challenge::Bearer { realm, service, .. }) => Ok(AuthMode::Bearer {
+                realm: self.check_realm(base, &realm)?,
+                service,
+            }),
+            Some(Challenge::Basic) | None => Ok(AuthMode::Basic),
+        }
+    }
+
+    /// A token realm must be https (http only if the registry itself is), and
+    /// may point at a private or loopback address only when the registry is
+    /// on that same address: credentials are sent there.
+    fn check_realm(&self, base: &Url, realm: &str) -> anyhow::Result<Url> {
+        let url = Url::parse(realm).with_context(|| format!("invalid token realm {realm:?}"))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if base.scheme() == "http" => {}
+            other => bail!(
+                "refusing token realm {realm:?}: scheme {other} is not allowed for a registry on {}",
+                base.scheme()
+            ),
+        }
+        if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host() {
+            let ip: IpAddr = url
+                .host_str()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .parse()
+                .with_context(|| format!("invalid token realm {realm:?}"))?;
+            if is_internal(ip) && url.host_str() != base.host_str() {
+                bail!(
+                    "refusing token realm {realm:?}: internal address differs from the registry's"
+                );
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// The scope a Bearer challenge on a 401 asks for, if any.
+fn challenge_scope(response: &Response) -> Option<String> {
+    let header = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)?
+        .to_str()
+        .ok()?;
+    match Challenge::parse(header).ok()? {
+        Challenge::Bearer { scope, .. } => scope,
+        Challenge::Basic => None,
+    }
+}
+
+/// Hosts where plain HTTP is allowed without `insecure` (as Docker does):
+/// localhost, loopback and RFC 1918 addresses.
+fn plain_http_allowed(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<IpAddr>().is_ok_and(|ip| match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        IpAddr::V6(v6) => v6.is_loopback(),
+    })
+}
+
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00
+        }
+    }
+}
+
+/// An error with its causes on one line (reqwest hides the useful part, such
+/// as "invalid peer certificate", in its source chain).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_for_local_hosts() {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "foo.localhost:1",
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "10.1.2.3",
+            "172.16.0.1:443",
+            "192.168.1.1:80",
+        ] {
+            assert!(plain_http_allowed(host), "{host}");
+        }
+        for host in [
+            "registry-1.docker.io",
+            "ghcr.io:443",
+            "8.8.8.8",
+            "172.32.0.1",
+            "localhost.example.com",
+        ] {
+            assert!(!plain_http_allowed(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn realm_rules() {
+        let client = RegistryClient::new(
+            "127.0.0.1:5000",
+            ClientOptions {
+                credentials: None,
+                insecure: false,
+                ca_certs: vec![],
+                access: Access::Pull,
+            },
+        )
+        .unwrap();
+        let http_base = Url::parse("http://127.0.0.1:5000/").unwrap();
+        let https_base = Url::parse("https://registry.example.com/").unwrap();
+        // Same loopback IP, other port: fine.
+        client
+            .check_realm(&http_base, "http://127.0.0.1:6000/token")
+            .unwrap();
+        // A public registry pointing its realm at an internal address: refused.
+        assert!(
+            client
+                .check_realm(&https_base, "https://10.0.0.1/token")
+                .is_err()
+        );
+        // http realm for an https registry: refused.
+        assert!(
+            client
+                .check_realm(&https_base, "http://auth.example.com/token")
+                .is_err()
+        );
+        client
+            .check_realm(&https_base, "https://auth.example.com/token")
+            .unwrap();
+    }
+}

@@ -1,0 +1,142 @@
+//! Registry error answers: the HTTP status plus the distribution spec's
+//! `{"errors":[{"code","message"}]}` body, kept as a typed error so callers
+//! can tell "not found" from everything else.
+
+use std::fmt;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+
+/// A request the registry answered with an unexpected status.
+#[derive(Debug)]
+pub struct StatusError {
+    pub method: Method,
+    pub path: String,
+    pub status: StatusCode,
+    /// Error codes from the body, e.g. `MANIFEST_UNKNOWN`.
+    pub codes: Vec<String>,
+    /// A short, single-line description from the body.
+    pub detail: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEntry {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl StatusError {
+    /// Reads the rest of `response` to build the error.
+    pub async fn from_response(method: Method, response: reqwest::Response) -> Self {
+        let status = response.status();
+        let path = response.url().path().to_owned();
+        let body = response.bytes().await.unwrap_or_default();
+        Self::new(method, path, status, &body)
+    }
+
+    pub fn new(method: Method, path: String, status: StatusCode, body: &[u8]) -> Self {
+        let (codes, detail) = match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(parsed) if !parsed.errors.is_empty() => (
+                parsed.errors.iter().map(|e| e.code.clone()).collect(),
+                parsed
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.code, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            _ => (Vec::new(), excerpt(body)),
+        };
+        StatusError {
+            method,
+            path,
+            status,
+            codes,
+            detail,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status == StatusCode::NOT_FOUND
+    }
+}
+
+impl fmt::Display for StatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.method, self.path, self.status)?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", excerpt(self.detail.as_bytes()))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+/// Whether an error chain contains a registry 404.
+pub fn is_not_found(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<StatusError>()
+            .is_some_and(StatusError::is_not_found)
+    })
+}
+
+/// A short single-line rendering of a response body for error messages.
+pub fn excerpt(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(body);
+    let mut line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() > MAX {
+        let mut cut = MAX;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_distribution_errors() {
+        let e = StatusError::new(
+            Method::HEAD,
+            "/v2/x/manifests/y".into(),
+            StatusCode::NOT_FOUND,
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+        );
+        assert!(e.is_not_found());
+        assert_eq!(e.codes, ["MANIFEST_UNKNOWN"]);
+        assert_eq!(
+            e.to_string(),
+            "HEAD /v2/x/manifests/y: 404 Not Found (MANIFEST_UNKNOWN: manifest unknown)"
+        );
+        assert!(is_not_found(&anyhow::Error::new(e).context("outer")));
+    }
+
+    #[test]
+    fn plain_bodies_become_one_short_line() {
+        let body = format!("line one\nline two {}", "x".repeat(500));
+        let e = StatusError::new(
+            Method::GET,
+            "/v2/".into(),
+            StatusCode::BAD_GATEWAY,
+            body.as_bytes(),
+        );
+        let shown = e.to_string();
+        assert!(!shown.contains('\n') && shown.len() < 300, "{shown}");
+        assert!(e.codes.is_empty());
+    }
+}

@@ -1,0 +1,204 @@
+//! Manifest requests: HEAD-then-GET digest resolution (cheap on rate limits:
+//! Docker Hub does not count HEADs) and raw manifest fetches that keep the
+//! exact bytes, so digests are preserved.
+
+use anyhow::{Context, anyhow, bail};
+use reqwest::{Method, Response, StatusCode, header};
+
+use super::client::RegistryClient;
+use super::error::StatusError;
+use crate::image::{Digest, media_type};
+use crate::reference::{Repository, Target};
+
+/// Manifests larger than this are refused (the distribution spec asks
+/// registries to accept at least 4 MiB; this leaves room without letting a
+/// hostile registry fill memory).
+const MAX_MANIFEST_BYTES: usize = 16 << 20;
+
+/// A manifest or index exactly as the registry served it.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+impl RegistryClient {
+    /// The digest `target` resolves to, or `None` when the registry says it
+    /// does not exist. A HEAD is tried first; a GET follows only when the
+    /// HEAD failed for another reason than 404 or carried no usable digest,
+    /// and then the digest is the hash of the body.
+    pub async fn resolve_digest(
+        &self,
+        repo: &Repository,
+        target: &Target,
+    ) -> anyhow::Result<Option<Digest>> {
+        let head = self.manifest_request(Method::HEAD, repo, target).await;
+        match head {
+            Ok(response) if response.status() == StatusCode::NOT_FOUND => return Ok(None),
+            Ok(response) if response.status() == StatusCode::OK => {
+                if let Some(digest) = header_digest(&response)
+                    && matches_target(&digest, target)
+                {
+                    return Ok(Some(digest));
+                }
+                tracing::debug!(
+                    "HEAD of {repo}:{target} gave no usable digest; falling back to GET"
+                );
+            }
+            Ok(response) => {
+                tracing::debug!(
+                    "HEAD of {repo}:{target} answered {}; falling back to GET",
+                    response.status()
+                );
+            }
+            Err(e) => {
+                tracing::debug!("HEAD of {repo}:{target} failed ({e:#}); falling back to GET")
+            }
+        }
+        Ok(self.get_manifest(repo, target).await?.map(|m| m.digest))
+    }
+
+    /// Fetches a manifest or index, or `None` on 404. A by-digest fetch is
+    /// verified against that digest.
+    pub async fn get_manifest(
+        &self,
+        repo: &Repository,
+        target: &Target,
+    ) -> anyhow::Result<Option<Manifest>> {
+        let response = self.manifest_request(Method::GET, repo, target).await?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => {
+                return Err(anyhow!(
+                    StatusError::from_response(Method::GET, response).await
+                ));
+            }
+        }
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
+        let bytes = read_limited(response, MAX_MANIFEST_BYTES)
+            .await
+            .with_context(|| format!("reading manifest {repo}:{target}"))?;
+        let digest = Digest::sha256_of(&bytes);
+        if let Target::Digest(wanted) = target
+            && !wanted.matches(&bytes)
+        {
+            bail!(
+                "manifest {repo}@{wanted} does not match its digest (the registry served content hashing to {digest})"
+            );
+        }
+        let media_type = detect_media_type(content_type.as_deref(), &bytes);
+        Ok(Some(Manifest {
+            bytes,
+            media_type,
+            digest,
+        }))
+    }
+
+    async fn manifest_request(
+        &self,
+        method: Method,
+        repo: &Repository,
+        target: &Target,
+    ) -> anyhow::Result<Response> {
+        let url = self
+            .url(&format!("/v2/{}/manifests/{target}", repo.path()))
+            .await?;
+        self.send(method, url, repo.path(), |r| {
+            r.header(header::ACCEPT, media_type::MANIFEST_ACCEPT)
+        })
+        .await
+    }
+}
+
+fn header_digest(response: &Response) -> Option<Digest> {
+    response
+        .headers()
+        .get("docker-content-digest")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn matches_target(digest: &Digest, target: &Target) -> bool {
+    match target {
+        Target::Digest(wanted) => wanted == digest,
+        Target::Tag(_) => true,
+    }
+}
+
+/// The media type from `Content-Type` when it names a manifest type, else
+/// from the body's `mediaType` field (optional in OCI; skopeo omits it), else
+/// guessed from its shape.
+fn detect_media_type(content_type: Option<&str>, body: &[u8]) -> String {
+    if let Some(ct) = content_type
+        && ct.starts_with("application/vnd.")
+    {
+        return ct.to_owned();
+    }
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_slice::<Shape>(body) {
+        Ok(Shape {
+            media_type: Some(mt),
+            ..
+        }) => mt,
+        Ok(Shape {
+            manifests: Some(_), ..
+        }) => media_type::OCI_INDEX.to_owned(),
+        _ => media_type::OCI_MANIFEST.to_owned(),
+    }
+}
+
+async fn read_limited(mut response: Response, limit: usize) -> anyhow::Result<Vec<u8>> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        bail!("manifest is larger than {limit} bytes");
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            bail!("manifest is larger than {limit} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_type_detection() {
+        assert_eq!(
+            detect_media_type(Some(media_type::DOCKER_MANIFEST), b"{}"),
+            media_type::DOCKER_MANIFEST
+        );
+        assert_eq!(
+            detect_media_type(
+                Some("application/json"),
+                br#"{"mediaType":"application/vnd.oci.image.index.v1+json"}"#
+            ),
+            media_type::OCI_INDEX
+        );
+        assert_eq!(
+            detect_media_type(None, br#"{"manifests":[]}"#),
+            media_type::OCI_INDEX
+        );
+        assert_eq!(
+            detect_media_type(Some("text/plain"), br#"{"layers":[]}"#),
+            media_type::OCI_MANIFEST
+        );
+    }
+}

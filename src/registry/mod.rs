@@ -1,0 +1,17 @@
+//! The registry client: a thin layer over one `reqwest::Client` that speaks
+//! the OCI distribution API. It knows nothing of Concourse.
+//!
+//! Why not oci-client: its token flow swallows token-service errors, keeps the
+//! first credentials per registry, never re-authenticates on 401, drops the
+//! `Link` header of tag listings and panics on manifest PUTs without
+//! `Location` (see shared/reference/crates.md §1). Every one of those is on a
+//! path this resource needs, so the ~dozen endpoints are spoken here directly.
+
+pub mod client;
+pub mod error;
+pub mod http;
+pub mod manifest;
+
+pub use client::{ClientOptions, RegistryClient};
+pub use error::StatusError;
+pub use manifest::Manifest;

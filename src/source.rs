@@ -1,0 +1,348 @@
+//! `source` and step `params`: the configuration a pipeline writes, with the
+//! original resource's field names and defaults, and validation that runs
+//! before any network use.
+
+use std::fmt;
+
+use anyhow::{Context, bail};
+use regex::Regex;
+use serde::{Deserialize, Deserializer};
+
+use crate::auth::{Access, Credentials};
+use crate::reference::{self, Repository};
+use crate::registry::ClientOptions;
+use crate::registry::http::parse_ca_certs;
+
+/// A secret string: deserialised like a string, never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
+    }
+}
+
+/// The `source` of a resource.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    #[serde(default)]
+    pub repository: String,
+    /// A string or any JSON scalar: `42.1` means the tag `"42.1"`.
+    #[serde(default, deserialize_with = "scalar_as_string")]
+    pub tag: String,
+    #[serde(default)]
+    pub tag_regex: String,
+    #[serde(default)]
+    pub created_at_sort: bool,
+    #[serde(default)]
+    pub variant: String,
+    #[serde(default)]
+    pub semver_constraint: String,
+    #[serde(default)]
+    pub pre_releases: bool,
+    #[serde(default)]
+    pub pre_release_prefixes: Vec<String>,
+
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: Secret,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub ca_certs: Vec<String>,
+    #[serde(default)]
+    pub registry_mirror: Option<RegistryMirror>,
+
+    #[serde(default)]
+    pub platform: Option<Platform>,
+    #[serde(default)]
+    pub label_regex: String,
+    #[serde(default)]
+    pub annotation_regex: String,
+    #[serde(default)]
+    pub debug: bool,
+
+    #[serde(default)]
+    pub aws_access_key_id: String,
+    #[serde(default)]
+    pub aws_secret_access_key: Secret,
+    #[serde(default)]
+    pub aws_session_token: Secret,
+    #[serde(default)]
+    pub aws_region: String,
+    #[serde(default)]
+    pub aws_role_arn: String,
+    #[serde(default)]
+    pub aws_role_arns: Vec<String>,
+    #[serde(default)]
+    pub aws_account_id: String,
+    #[serde(default)]
+    pub aws_ecr_registry_id: String,
+
+    #[serde(default)]
+    pub azure_acr: bool,
+    #[serde(default)]
+    pub azure_client_id: String,
+    #[serde(default)]
+    pub azure_tenant_id: String,
+    #[serde(default)]
+    pub azure_environment: String,
+
+    /// Notary v1 signing; accepted so the error can say why it is refused.
+    #[serde(default)]
+    pub content_trust: Option<serde_json::Value>,
+}
+
+/// `source.registry_mirror`: a pull-through mirror for Docker Hub.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryMirror {
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: Secret,
+}
+
+/// A platform to pick from an image index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Platform {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub variant: String,
+}
+
+/// `params` of a `get` step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    #[serde(default)]
+    pub format: String,
+    #[serde(default)]
+    pub skip_download: bool,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+/// `params` of a `put` step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutParams {
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub bump_aliases: bool,
+    #[serde(default)]
+    pub additional_tags: String,
+    #[serde(default)]
+    pub tag_prefix: String,
+}
+
+/// How `check` finds versions.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckMode {
+    /// `tag` is set: the digest of that one tag.
+    Tag,
+    /// `tag_regex` is set: every matching tag.
+    Regex,
+    /// Neither: semantic-version tags.
+    Semver,
+}
+
+impl Source {
+    /// Validates everything that can be validated without the network, so a
+    /// bad configuration fails fast with a clear message.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.repository.is_empty() {
+            bail!("source.repository is required");
+        }
+        self.repository().context("source.repository")?;
+        if !self.tag.is_empty() {
+            reference::validate_tag(&self.tag).context("source.tag")?;
+        }
+        compile_regex("source.tag_regex", &self.tag_regex)?;
+        compile_regex("source.label_regex", &self.label_regex)?;
+        compile_regex("source.annotation_regex", &self.annotation_regex)?;
+        parse_ca_certs(&self.ca_certs).context("source.ca_certs")?;
+        if !self.aws_role_arn.is_empty() && !self.aws_role_arns.is_empty() {
+            bail!("source.aws_role_arn cannot be set at the same time as source.aws_role_arns");
+        }
+        self.refuse_unsupported()
+    }
+
+    /// Fields of the original resource this version does not implement yet
+    /// fail loudly rather than being ignored.
+    fn refuse_unsupported(&self) -> anyhow::Result<()> {
+        let unsupported = [
+            ("aws_region (AWS ECR)", !self.aws_region.is_empty()),
+            ("registry_mirror", self.registry_mirror.is_some()),
+            ("azure_acr", self.azure_acr),
+            ("content_trust (Notary v1)", self.content_trust.is_some()),
+        ];
+        for (field, set) in unsupported {
+            if set {
+                bail!("source.{field} is not supported by this version of the resource yet");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn repository(&self) -> anyhow::Result<Repository> {
+        Repository::parse(&self.repository)
+    }
+
+    pub fn credentials(&self) -> Option<Credentials> {
+        Credentials::from_parts(&self.username, self.password.expose())
+    }
+
+    /// How to reach the registry of `source.repository`.
+    pub fn client_options(&self, access: Access) -> anyhow::Result<ClientOptions> {
+        Ok(ClientOptions {
+            credentials: self.credentials(),
+            insecure: self.insecure,
+            ca_certs: parse_ca_certs(&self.ca_certs).context("source.ca_certs")?,
+            access,
+        })
+    }
+
+    pub fn check_mode(&self) -> CheckMode {
+        if !self.tag.is_empty() {
+            CheckMode::Tag
+        } else if !self.tag_regex.is_empty() {
+            CheckMode::Regex
+        } else {
+            CheckMode::Semver
+        }
+    }
+}
+
+fn compile_regex(field: &str, pattern: &str) -> anyhow::Result<Option<Regex>> {
+    if pattern.is_empty() {
+        return Ok(None);
+    }
+    Regex::new(pattern)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{field}: invalid regex pattern: {e}"))
+}
+
+/// Accepts a string, `null` (empty) or any other JSON scalar as its literal
+/// text, so `tag: 42.1` in a pipeline means the tag `42.1`, not `42.10000`.
+fn scalar_as_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::de::Error;
+    let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+    let text = raw.get().trim();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text).map_err(D::Error::custom),
+        Some(b'{' | b'[') => Err(D::Error::custom("expected a string or a number")),
+        _ if text == "null" => Ok(String::new()),
+        _ => Ok(text.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::concourse::{CheckRequest, parse_request};
+
+    fn source(json: &str) -> anyhow::Result<Source> {
+        let r: CheckRequest = parse_request(&format!(r#"{{"source":{json}}}"#))?;
+        Ok(r.source)
+    }
+
+    #[test]
+    fn tag_accepts_json_scalars_as_text() {
+        for (json, tag) in [
+            ("42.1", "42.1"),
+            ("42", "42"),
+            ("\"foo\"", "foo"),
+            ("1e3", "1e3"),
+            ("true", "true"),
+            ("null", ""),
+            ("\"0\"", "0"),
+        ] {
+            let s = source(&format!(r#"{{"repository":"a/b","tag":{json}}}"#)).unwrap();
+            assert_eq!(s.tag, tag, "{json}");
+        }
+        assert!(source(r#"{"repository":"a/b","tag":[1]}"#).is_err());
+    }
+
+    #[test]
+    fn validation_before_network() {
+        let err = |json: &str| source(json).unwrap().validate().unwrap_err().to_string();
+        assert_eq!(err("{}"), "source.repository is required");
+        assert!(err(r#"{"repository":"Bad Name"}"#).starts_with("source.repository"));
+        assert!(err(r#"{"repository":"a/b","tag":"bad/tag"}"#).starts_with("source.tag"));
+        let e = err(r#"{"repository":"a/b","tag_regex":"(unclosed"}"#);
+        assert!(
+            e.starts_with("source.tag_regex: invalid regex pattern"),
+            "{e}"
+        );
+        assert!(
+            err(r#"{"repository":"a/b","ca_certs":["not a pem"]}"#).starts_with("source.ca_certs")
+        );
+        assert!(
+            err(r#"{"repository":"a/b","aws_role_arn":"x","aws_role_arns":["y"]}"#)
+                .contains("cannot be set at the same time")
+        );
+        assert!(err(r#"{"repository":"a/b","content_trust":{}}"#).contains("not supported"));
+        source(r#"{"repository":"a/b","tag":"latest","tag_regex":"^v"}"#)
+            .unwrap()
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn check_mode_selection() {
+        assert_eq!(
+            source(r#"{"repository":"a/b","tag":"x","tag_regex":"y"}"#)
+                .unwrap()
+                .check_mode(),
+            CheckMode::Tag
+        );
+        assert_eq!(
+            source(r#"{"repository":"a/b","tag_regex":"y"}"#)
+                .unwrap()
+                .check_mode(),
+            CheckMode::Regex
+        );
+        assert_eq!(
+            source(r#"{"repository":"a/b"}"#).unwrap().check_mode(),
+            CheckMode::Semver
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let s = source(
+            r#"{"repository":"a/b","username":"u","password":"pw-canary","aws_secret_access_key":"aws-canary",
+                "aws_session_token":"sess-canary","registry_mirror":{"host":"m","password":"mirror-canary"}}"#,
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        for canary in ["pw-canary", "aws-canary", "sess-canary", "mirror-canary"] {
+            assert!(!shown.contains(canary), "{canary} leaked: {shown}");
+        }
+        assert_eq!(s.credentials().unwrap().password, "pw-canary");
+    }
+}

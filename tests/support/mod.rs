@@ -1,0 +1,128 @@
+//! Test harness: runs the real binary as Concourse does (through files named
+//! `check`, `in`, `out`, JSON on stdin) against real CNCF distribution
+//! registries that it starts on free loopback ports.
+
+#![allow(dead_code, unused_imports)]
+
+pub mod image;
+pub mod registry;
+pub mod tls;
+pub mod token_server;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+pub use image::TestImage;
+pub use registry::{Auth, TestRegistry};
+
+/// The shared async runtime for harness servers and requests.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    })
+}
+
+/// A directory with `check`, `in` and `out` linked to the built binary.
+pub fn resource_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("opt-resource");
+        std::fs::create_dir_all(&dir).unwrap();
+        link_steps(Path::new(env!("CARGO_BIN_EXE_registry-image")), &dir);
+        dir
+    })
+}
+
+/// Links `check`, `in` and `out` in `dir` to `binary`.
+pub fn link_steps(binary: &Path, dir: &Path) {
+    for step in ["check", "in", "out"] {
+        let link = dir.join(step);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(binary, &link).unwrap();
+    }
+}
+
+/// What a step printed and how it exited.
+#[derive(Debug)]
+pub struct StepOutput {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl StepOutput {
+    /// The stdout JSON of a successful step; panics with stderr otherwise.
+    pub fn json(&self) -> serde_json::Value {
+        assert!(self.success, "step failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+
+    /// The single error line of a failed step.
+    pub fn error_line(&self) -> &str {
+        assert!(
+            !self.success,
+            "step unexpectedly succeeded: {}",
+            self.stdout
+        );
+        assert_eq!(self.code, Some(1), "exit code; stderr: {}", self.stderr);
+        assert!(
+            self.stdout.is_empty(),
+            "a failed step printed to stdout: {:?}",
+            self.stdout
+        );
+        self.stderr
+            .lines()
+            .rfind(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line in stderr: {:?}", self.stderr))
+    }
+}
+
+/// Runs `/opt/resource/<step> [args]` with `request` on stdin.
+pub fn run_step(step: &str, args: &[&str], request: &serde_json::Value) -> StepOutput {
+    run_program(
+        &resource_dir().join(step),
+        args,
+        request.to_string().as_bytes(),
+    )
+}
+
+/// Runs `program` with raw bytes on stdin, with a clean environment as
+/// Concourse gives (no proxies; no HOME secrets).
+pub fn run_program(program: &Path, args: &[&str], stdin: &[u8]) -> StepOutput {
+    let mut child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    StepOutput {
+        success: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A free loopback port (the listener is closed before returning; the small
+/// race with other processes is acceptable on a test machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,312 @@
+//! A real CNCF distribution registry (`docker-registry`) on a free loopback
+//! port with its own temp dir, in one of four flavours: plain HTTP, htpasswd
+//! basic auth, TLS with a generated CA, or token auth with our token server.
+
+use std::fmt::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, LOCATION};
+
+use super::image::TestImage;
+use super::tls::{self, TlsMaterial};
+use super::token_server::{self, TokenServer};
+use super::{free_port, runtime};
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    Anonymous,
+    Basic { username: String, password: String },
+    Token { username: String, password: String },
+}
+
+pub struct TestRegistry {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    pub tls: Option<TlsMaterial>,
+    pub auth: Auth,
+    pub token_server: Option<TokenServer>,
+    http: reqwest::Client,
+}
+
+impl TestRegistry {
+    pub fn plain() -> Self {
+        Self::start(Auth::Anonymous, false)
+    }
+
+    pub fn basic(username: &str, password: &str) -> Self {
+        Self::start(
+            Auth::Basic {
+                username: username.into(),
+                password: password.into(),
+            },
+            false,
+        )
+    }
+
+    pub fn tls() -> Self {
+        Self::start(Auth::Anonymous, true)
+    }
+
+    pub fn token(username: &str, password: &str) -> Self {
+        Self::start(
+            Auth::Token {
+                username: username.into(),
+                password: password.into(),
+            },
+            false,
+        )
+    }
+
+    pub fn start(auth: Auth, use_tls: bool) -> Self {
+        assert!(
+            std::path::Path::new(REGISTRY_BIN).exists(),
+            "{REGISTRY_BIN} is missing: run scripts/setup"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("storage").display()
+        );
+        let mut tls_material = None;
+        let mut http = reqwest::Client::builder();
+        if use_tls {
+            let m = tls::generate();
+            std::fs::write(dir.path().join("cert.pem"), &m.cert_pem).unwrap();
+            std::fs::write(dir.path().join("key.pem"), &m.key_pem).unwrap();
+            writeln!(
+                config,
+                "  tls:\n    certificate: {}\n    key: {}",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            )
+            .unwrap();
+            http = http.tls_certs_merge(
+                reqwest::Certificate::from_pem_bundle(m.ca_pem.as_bytes()).unwrap(),
+            );
+            tls_material = Some(m);
+        }
+        let mut token_server = None;
+        match &auth {
+            Auth::Anonymous => {}
+            Auth::Basic { username, password } => {
+                let hash = bcrypt::hash_with_result(password, 4)
+                    .unwrap()
+                    .format_for_version(bcrypt::Version::TwoY);
+                std::fs::write(dir.path().join("htpasswd"), format!("{username}:{hash}\n"))
+                    .unwrap();
+                writeln!(
+                    config,
+                    "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}",
+                    dir.path().join("htpasswd").display()
+                )
+                .unwrap();
+            }
+            Auth::Token { username, password } => {
+                let server = TokenServer::start(username, password);
+                std::fs::write(dir.path().join("token-root.pem"), &server.signer.cert_pem).unwrap();
+                writeln!(
+                    config,
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}",
+                    server.realm(),
+                    token_server::SERVICE,
+                    token_server::ISSUER,
+                    dir.path().join("token-root.pem").display()
+                )
+                .unwrap();
+                token_server = Some(server);
+            }
+        }
+        std::fs::write(dir.path().join("config.yml"), &config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let mut registry = TestRegistry {
+            child,
+            dir,
+            port,
+            tls: tls_material,
+            auth,
+            token_server,
+            http: http.build().unwrap(),
+        };
+        registry.wait_ready();
+        registry
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("docker-registry exited ({status}): {}", self.log());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("docker-registry did not start: {}", self.log());
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<port>/<path>`, as written in `source.repository`.
+    pub fn repo(&self, path: &str) -> String {
+        format!("{}/{path}", self.host())
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.tls.as_ref().expect("not a TLS registry").ca_pem
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    fn base(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder, repo: &str) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Auth::Anonymous => request,
+            Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
+            Auth::Token { username, .. } => {
+                let signer = &self.token_server.as_ref().unwrap().signer;
+                let actions = ["pull", "push", "delete"].map(str::to_owned).to_vec();
+                request.bearer_auth(signer.token(username, &[(repo.to_owned(), actions)]))
+            }
+        }
+    }
+
+    /// Uploads one blob (POST, then a monolithic PUT) and returns its digest.
+    pub fn put_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+        );
+        runtime().block_on(async {
+            let start = self
+                .authorize(
+                    self.http
+                        .post(format!("{}/v2/{repo}/blobs/uploads/", self.base())),
+                    repo,
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                start.status(),
+                202,
+                "start upload: {}",
+                start.text().await.unwrap()
+            );
+            let location = start.headers()[LOCATION].to_str().unwrap().to_owned();
+            let mut url = reqwest::Url::parse(&self.base())
+                .unwrap()
+                .join(&location)
+                .unwrap();
+            url.query_pairs_mut().append_pair("digest", &digest);
+            let done = self
+                .authorize(self.http.put(url), repo)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(bytes.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                done.status(),
+                201,
+                "finish upload: {}",
+                done.text().await.unwrap()
+            );
+        });
+        digest
+    }
+
+    /// PUTs a manifest under `reference` (tag or digest); returns its digest.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> String {
+        runtime().block_on(async {
+            let response = self
+                .authorize(
+                    self.http
+                        .put(format!("{}/v2/{repo}/manifests/{reference}", self.base())),
+                    repo,
+                )
+                .header(CONTENT_TYPE, media_type)
+                .body(bytes.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                201,
+                "put manifest: {}",
+                response.text().await.unwrap()
+            );
+        });
+        format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+        )
+    }
+
+    /// Pushes `image` (blobs, then the manifest) as `repo:tag`; returns the
+    /// manifest digest.
+    pub fn push(&self, repo: &str, tag: &str, image: &TestImage) -> String {
+        for blob in image.blobs() {
+            self.put_blob(repo, blob);
+        }
+        self.put_manifest(repo, tag, &image.manifest_media_type, &image.manifest)
+    }
+
+    /// Deletes a manifest by digest (which drops every tag pointing at it).
+    pub fn delete_manifest(&self, repo: &str, digest: &str) {
+        runtime().block_on(async {
+            let response = self
+                .authorize(
+                    self.http
+                        .delete(format!("{}/v2/{repo}/manifests/{digest}", self.base())),
+                    repo,
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                202,
+                "delete manifest: {}",
+                response.text().await.unwrap()
+            );
+        });
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

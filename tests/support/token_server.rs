@@ -1,0 +1,206 @@
+//! A token service for distribution's `token` auth: checks Basic credentials
+//! and issues ES256 JWTs whose `x5c` header carries a self-signed certificate
+//! that the registry trusts through `rootcertbundle`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rcgen::{CertificateParams, KeyPair};
+
+pub const ISSUER: &str = "registry-image-test-issuer";
+pub const SERVICE: &str = "registry-image-test";
+
+/// Signs registry tokens.
+pub struct Signer {
+    key: EcdsaKeyPair,
+    cert_der: Vec<u8>,
+    pub cert_pem: String,
+}
+
+impl Signer {
+    pub fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["token-signer".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "token-signer");
+        let cert = params.self_signed(&key).unwrap();
+        let signing =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key.serialize_der())
+                .unwrap();
+        Signer {
+            key: signing,
+            cert_der: cert.der().to_vec(),
+            cert_pem: cert.pem(),
+        }
+    }
+
+    /// A token granting `access` entries of `(repository, actions)`.
+    pub fn token(&self, subject: &str, access: &[(String, Vec<String>)]) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = serde_json::json!({
+            "alg": "ES256", "typ": "JWT", "x5c": [STANDARD.encode(&self.cert_der)],
+        });
+        let access: Vec<_> = access
+            .iter()
+            .map(|(name, actions)| serde_json::json!({"type": "repository", "name": name, "actions": actions}))
+            .collect();
+        let claims = serde_json::json!({
+            "iss": ISSUER, "sub": subject, "aud": SERVICE,
+            "exp": now + 600, "nbf": now - 60, "iat": now,
+            "jti": format!("{now}-{}", rand_u64()), "access": access,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self
+            .key
+            .sign(&SystemRandom::new(), signing_input.as_bytes())
+            .unwrap();
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        )
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+struct ServerState {
+    signer: Arc<Signer>,
+    username: String,
+    password: String,
+    requests: Arc<AtomicUsize>,
+}
+
+/// A running token service on a loopback port.
+pub struct TokenServer {
+    pub port: u16,
+    pub signer: Arc<Signer>,
+    requests: Arc<AtomicUsize>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TokenServer {
+    pub fn start(username: &str, password: &str) -> Self {
+        let signer = Arc::new(Signer::new());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(ServerState {
+            signer: signer.clone(),
+            username: username.to_owned(),
+            password: password.to_owned(),
+            requests: requests.clone(),
+        });
+        let app = axum::Router::new()
+            .route("/token", axum::routing::get(issue))
+            .with_state(state);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = super::runtime()
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        super::runtime().spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TokenServer {
+            port,
+            signer,
+            requests,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// How many token requests arrived.
+    pub fn request_count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn issue(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let subject = match presented {
+        None => None,
+        Some(pair) if pair == format!("{}:{}", state.username, state.password) => {
+            Some(state.username.clone())
+        }
+        Some(_) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"invalid credentials"}]}"#,
+            )
+                .into_response();
+        }
+    };
+    // Anonymous callers get a token without access, as real services do.
+    let mut access = Vec::new();
+    if subject.is_some() {
+        for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            if key != "scope" {
+                continue;
+            }
+            for scope in value.split(' ') {
+                let mut parts = scope.splitn(3, ':');
+                if let (Some("repository"), Some(name), Some(actions)) =
+                    (parts.next(), parts.next(), parts.next())
+                {
+                    access.push((
+                        name.to_owned(),
+                        actions.split(',').map(str::to_owned).collect(),
+                    ));
+                }
+            }
+        }
+    }
+    let token = state
+        .signer
+        .token(subject.as_deref().unwrap_or("anonymous"), &access);
+    (
+        [("content-type", "application/json")],
+        serde_json::json!({"token": token, "expires_in": 600}).to_string(),
+    )
+        .into_response()
+}
