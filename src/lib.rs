@@ -10,4 +10,5 @@ pub mod image;
 pub mod logging;
 pub mod reference;
 pub mod registry;
+pub mod semver;
 pub mod source;

@@ -131,6 +131,13 @@ pub struct Platform {
     pub variant: String,
 }
 
+impl Platform {
+    /// The platform to pick from an index; empty fields mean this binary's.
+    pub fn to_image_platform(&self) -> crate::image::Platform {
+        crate::image::Platform::new(&self.os, &self.architecture, &self.variant)
+    }
+}
+
 /// `params` of a `get` step.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +189,11 @@ impl Source {
             reference::validate_tag(&self.tag).context("source.tag")?;
         }
         compile_regex("source.tag_regex", &self.tag_regex)?;
+        if !self.semver_constraint.is_empty() {
+            self.semver_constraint
+                .parse::<crate::semver::Constraints>()
+                .context("source.semver_constraint: parse semver constraint")?;
+        }
         compile_regex("source.label_regex", &self.label_regex)?;
         compile_regex("source.annotation_regex", &self.annotation_regex)?;
         parse_ca_certs(&self.ca_certs).context("source.ca_certs")?;

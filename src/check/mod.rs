@@ -1,11 +1,15 @@
 //! The `check` step: report versions of a repository, oldest first.
 
+mod regex;
+mod resolve;
+mod semver;
 mod tag;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::auth::Access;
 use crate::concourse::{CheckRequest, Version};
+use crate::image::Platform;
 use crate::registry::RegistryClient;
 use crate::source::CheckMode;
 
@@ -20,11 +24,17 @@ pub async fn run(request: CheckRequest) -> anyhow::Result<Vec<Version>> {
             tag::check(&client, &repository, &source.tag, request.version.as_ref()).await
         }
         CheckMode::Regex => {
-            bail!("source.tag_regex: regex mode is not implemented in this version yet")
+            let platform = source.created_at_sort.then(|| {
+                source
+                    .platform
+                    .as_ref()
+                    .map_or_else(Platform::host, |p| p.to_image_platform())
+            });
+            regex::check(&client, &repository, &source.tag_regex, platform.as_ref()).await
         }
-        CheckMode::Semver => bail!(
-            "semver mode (no source.tag) is not implemented in this version yet: set source.tag"
-        ),
+        CheckMode::Semver => {
+            semver::check(&client, &repository, source, request.version.as_ref()).await
+        }
     }
     .with_context(|| format!("checking origin {} failed", source.repository))?;
     debug_assert!(versions.iter().all(|v| !v.digest.is_empty()));

@@ -1,6 +1,9 @@
-//! The OCI image model: digests and media types.
+//! The OCI image model: digests, media types, manifests, platforms.
 
 pub mod digest;
+pub mod manifest;
 pub mod media_type;
+pub mod platform;
 
 pub use digest::Digest;
+pub use platform::Platform;

@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, OnceCell};
 use url::Url;
 
 use super::error::StatusError;
+use super::retry::{RetryPolicy, is_retryable_status};
 use crate::auth::{Access, Challenge, Credentials, repository_scope, token};
 
 /// How to reach and authenticate to a registry.
@@ -34,6 +35,7 @@ pub struct RegistryClient {
     access: Access,
     session: OnceCell<Session>,
     tokens: Mutex<HashMap<String, String>>,
+    retry: RetryPolicy,
 }
 
 /// What the ping established.
@@ -61,11 +63,17 @@ impl RegistryClient {
             access: options.access,
             session: OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
+            retry: RetryPolicy::default(),
         })
     }
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The retry policy every request of this client follows.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// The URL of an API path such as `/v2/<name>/tags/list`.
@@ -78,10 +86,28 @@ impl RegistryClient {
     }
 
     /// Sends a request for repository `repo_path`, authenticated as the
-    /// registry asked. `build` adds headers and body; it may run twice when a
-    /// token is refused and renewed. Any status is returned to the caller
-    /// except an authentication failure, which becomes an error.
+    /// registry asked, retrying transient failures (see [`RetryPolicy`]).
+    /// `build` adds headers and body; it runs again for every retry and when
+    /// a refused token is renewed. Statuses other than 401, 408, 429 and 5xx
+    /// are returned to the caller.
     pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        repo_path: &str,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> anyhow::Result<Response> {
+        let what = format!("{method} {}", url.path());
+        self.retry
+            .run(&what, || {
+                self.send_once(method.clone(), url.clone(), repo_path, &build)
+            })
+            .await
+    }
+
+    /// One attempt of [`send`](Self::send), for callers whose retry unit
+    /// also covers reading the body.
+    pub async fn send_once(
         &self,
         method: Method,
         url: Url,
@@ -111,6 +137,11 @@ impl RegistryClient {
                 response.status().as_u16(),
                 started.elapsed().as_millis()
             );
+            if is_retryable_status(response.status()) {
+                return Err(anyhow!(
+                    StatusError::from_response(method.clone(), response).await
+                ));
+            }
             if response.status() != StatusCode::UNAUTHORIZED || !same_host {
                 return Ok(response);
             }
@@ -204,27 +235,15 @@ impl RegistryClient {
         for scheme in schemes {
             let base = Url::parse(&format!("{scheme}://{}/", self.host))
                 .with_context(|| format!("invalid registry host {:?}", self.host))?;
-            let url = base.join("/v2/")?;
-            let started = Instant::now();
-            match self.http.get(url).send().await {
-                Ok(response) => {
-                    tracing::debug!(
-                        "GET {scheme}://{}/v2/ -> {} ({} ms)",
-                        self.host,
-                        response.status().as_u16(),
-                        started.elapsed().as_millis()
-                    );
-                    // Only 200 or 401 is a registry answering the API; anything
-                    // else (e.g. "plain HTTP sent to an HTTPS server") is a
-                    // failure of this scheme, reported with the others.
-                    if matches!(response.status(), StatusCode::OK | StatusCode::UNAUTHORIZED) {
-                        let auth = self.auth_mode(&base, response).await?;
-                        return Ok(Session { base, auth });
-                    }
-                    let error = StatusError::from_response(Method::GET, response).await;
-                    failures.push(format!("{scheme}: {error}"));
-                }
-                Err(e) => failures.push(format!("{scheme}: {}", error_chain(&e))),
+            let attempt = self
+                .retry
+                .run(&format!("GET {scheme}://{}/v2/", self.host), || {
+                    self.ping_once(&base)
+                })
+                .await;
+            match attempt {
+                Ok(auth) => return Ok(Session { base, auth }),
+                Err(e) => failures.push(format!("{scheme}: {}", one_line(&e))),
             }
         }
         bail!(
@@ -234,9 +253,25 @@ impl RegistryClient {
         )
     }
 
-    async fn auth_mode(&self, base: &Url, response: Response) -> anyhow::Result<AuthMode> {
+    /// One `GET /v2/`. Only 200 or 401 is a registry answering the API;
+    /// anything else (e.g. "plain HTTP sent to an HTTPS server") fails this
+    /// scheme, and is reported with the other scheme's failure.
+    async fn ping_once(&self, base: &Url) -> anyhow::Result<AuthMode> {
+        let url = base.join("/v2/")?;
+        let started = Instant::now();
+        let response = self.http.get(url.clone()).send().await?;
+        tracing::debug!(
+            "GET {url} -> {} ({} ms)",
+            response.status().as_u16(),
+            started.elapsed().as_millis()
+        );
         if response.status() == StatusCode::OK {
             return Ok(AuthMode::Anonymous);
+        }
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Err(anyhow!(
+                StatusError::from_response(Method::GET, response).await
+            ));
         }
         let header = response
             .headers()
@@ -321,17 +356,16 @@ fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
-/// An error with its causes on one line (reqwest hides the useful part, such
-/// as "invalid peer certificate", in its source chain).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
+/// An error with all its causes on one line, without the repeats reqwest's
+/// chain carries (it hides the useful part, such as "invalid peer
+/// certificate", deep in its source chain).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
-        source = s.source();
     }
     parts.join(": ")
 }

@@ -17,6 +17,8 @@ pub struct StatusError {
     pub codes: Vec<String>,
     /// A short, single-line description from the body.
     pub detail: String,
+    /// The server's `Retry-After`, when it sent one in seconds.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 #[derive(Deserialize)]
@@ -38,8 +40,16 @@ impl StatusError {
     pub async fn from_response(method: Method, response: reqwest::Response) -> Self {
         let status = response.status();
         let path = response.url().path().to_owned();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         let body = response.bytes().await.unwrap_or_default();
-        Self::new(method, path, status, &body)
+        let mut error = Self::new(method, path, status, &body);
+        error.retry_after = retry_after;
+        error
     }
 
     pub fn new(method: Method, path: String, status: StatusCode, body: &[u8]) -> Self {
@@ -61,6 +71,7 @@ impl StatusError {
             status,
             codes,
             detail,
+            retry_after: None,
         }
     }
 

@@ -26,8 +26,8 @@ pub struct Manifest {
 impl RegistryClient {
     /// The digest `target` resolves to, or `None` when the registry says it
     /// does not exist. A HEAD is tried first; a GET follows only when the
-    /// HEAD failed for another reason than 404 or carried no usable digest,
-    /// and then the digest is the hash of the body.
+    /// HEAD was refused (e.g. 405) or carried no usable digest, and then the
+    /// digest is the hash of the body.
     pub async fn resolve_digest(
         &self,
         repo: &Repository,
@@ -52,6 +52,9 @@ impl RegistryClient {
                     response.status()
                 );
             }
+            // Retries are used up on a failing registry: a GET would only
+            // wait through them again.
+            Err(e) if super::retry::classify(&e).is_some() => return Err(e),
             Err(e) => {
                 tracing::debug!("HEAD of {repo}:{target} failed ({e:#}); falling back to GET")
             }
@@ -60,13 +63,28 @@ impl RegistryClient {
     }
 
     /// Fetches a manifest or index, or `None` on 404. A by-digest fetch is
-    /// verified against that digest.
+    /// verified against that digest. Request and body read are retried
+    /// together.
     pub async fn get_manifest(
         &self,
         repo: &Repository,
         target: &Target,
     ) -> anyhow::Result<Option<Manifest>> {
-        let response = self.manifest_request(Method::GET, repo, target).await?;
+        let what = format!("GET manifest {repo}:{target}");
+        self.retry()
+            .run(&what, || self.get_manifest_once(repo, target))
+            .await
+    }
+
+    async fn get_manifest_once(
+        &self,
+        repo: &Repository,
+        target: &Target,
+    ) -> anyhow::Result<Option<Manifest>> {
+        let url = self.manifest_url(repo, target).await?;
+        let response = self
+            .send_once(Method::GET, url, repo.path(), accept_manifests)
+            .await?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
@@ -106,14 +124,18 @@ impl RegistryClient {
         repo: &Repository,
         target: &Target,
     ) -> anyhow::Result<Response> {
-        let url = self
-            .url(&format!("/v2/{}/manifests/{target}", repo.path()))
-            .await?;
-        self.send(method, url, repo.path(), |r| {
-            r.header(header::ACCEPT, media_type::MANIFEST_ACCEPT)
-        })
-        .await
+        let url = self.manifest_url(repo, target).await?;
+        self.send(method, url, repo.path(), accept_manifests).await
     }
+
+    async fn manifest_url(&self, repo: &Repository, target: &Target) -> anyhow::Result<url::Url> {
+        self.url(&format!("/v2/{}/manifests/{target}", repo.path()))
+            .await
+    }
+}
+
+fn accept_manifests(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request.header(header::ACCEPT, media_type::MANIFEST_ACCEPT)
 }
 
 fn header_digest(response: &Response) -> Option<Digest> {
@@ -161,14 +183,15 @@ fn detect_media_type(content_type: Option<&str>, body: &[u8]) -> String {
     }
 }
 
-async fn read_limited(mut response: Response, limit: usize) -> anyhow::Result<Vec<u8>> {
+/// Reads a small response body whole, refusing more than `limit` bytes.
+pub(super) async fn read_limited(mut response: Response, limit: usize) -> anyhow::Result<Vec<u8>> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
-        bail!("manifest is larger than {limit} bytes");
+        bail!("the response is larger than {limit} bytes");
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > limit {
-            bail!("manifest is larger than {limit} bytes");
+            bail!("the response is larger than {limit} bytes");
         }
         body.extend_from_slice(&chunk);
     }

@@ -7,10 +7,13 @@
 //! `Location` (see shared/reference/crates.md §1). Every one of those is on a
 //! path this resource needs, so the ~dozen endpoints are spoken here directly.
 
+pub mod blob;
 pub mod client;
 pub mod error;
 pub mod http;
 pub mod manifest;
+pub mod retry;
+pub mod tags;
 
 pub use client::{ClientOptions, RegistryClient};
 pub use error::StatusError;

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod image;
+pub mod proxy;
 pub mod registry;
 pub mod tls;
 pub mod token_server;

@@ -1,0 +1,170 @@
+//! Choosing one image of an index by platform. Beyond the original, a CPU
+//! variant can be asked for, in its own field or as users write it
+//! (`arm64/v8`, `arm/v7`).
+
+use std::fmt;
+
+use super::manifest::{Descriptor, PlatformSpec};
+
+/// The platform wanted from an index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    /// Empty means any variant.
+    pub variant: String,
+}
+
+impl Platform {
+    /// `os`/`architecture`/`variant` as configured; empty fields default to
+    /// this binary's platform (as the original does), and an architecture
+    /// written `arm64/v8` carries its variant.
+    pub fn new(os: &str, architecture: &str, variant: &str) -> Self {
+        let host = Platform::host();
+        let (architecture, inline_variant) = match architecture.split_once('/') {
+            Some((a, v)) => (a, v),
+            None => (architecture, ""),
+        };
+        let variant = if variant.is_empty() {
+            inline_variant
+        } else {
+            variant
+        };
+        Platform {
+            os: if os.is_empty() {
+                host.os
+            } else {
+                os.to_owned()
+            },
+            architecture: if architecture.is_empty() {
+                host.architecture
+            } else {
+                architecture.to_owned()
+            },
+            variant: variant.to_owned(),
+        }
+    }
+
+    /// The platform this binary runs on, in OCI terms.
+    pub fn host() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform {
+            os: std::env::consts::OS.to_owned(),
+            architecture: architecture.to_owned(),
+            variant: String::new(),
+        }
+    }
+
+    fn matches(&self, spec: Option<&PlatformSpec>) -> bool {
+        // A child without a platform is taken to be linux/amd64.
+        let default = PlatformSpec {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: String::new(),
+        };
+        let spec = spec.unwrap_or(&default);
+        spec.os == self.os
+            && spec.architecture == self.architecture
+            && (self.variant.is_empty()
+                || normalise_variant(&spec.architecture, &spec.variant)
+                    == normalise_variant(&self.architecture, &self.variant))
+    }
+
+    /// The first child of an index that matches.
+    pub fn select<'a>(&self, children: &'a [Descriptor]) -> Option<&'a Descriptor> {
+        children.iter().find(|d| self.matches(d.platform.as_ref()))
+    }
+}
+
+/// arm64 images usually omit their (only) variant `v8`.
+fn normalise_variant<'a>(architecture: &str, variant: &'a str) -> &'a str {
+    match (architecture, variant) {
+        ("arm64", "") => "v8",
+        _ => variant,
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if !self.variant.is_empty() {
+            write!(f, "/{}", self.variant)?;
+        }
+        Ok(())
+    }
+}
+
+/// The platforms an index offers, for error messages.
+pub fn describe(children: &[Descriptor]) -> String {
+    children
+        .iter()
+        .map(|d| match &d.platform {
+            Some(p) if p.variant.is_empty() => format!("{}/{}", p.os, p.architecture),
+            Some(p) => format!("{}/{}/{}", p.os, p.architecture, p.variant),
+            None => "(no platform)".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(os: &str, arch: &str, variant: &str) -> Descriptor {
+        serde_json::from_value(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", "0".repeat(64)), "size": 1,
+            "platform": {"os": os, "architecture": arch, "variant": variant},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn selection_with_variants() {
+        let children = [
+            child("linux", "arm", "v6"),
+            child("linux", "arm", "v7"),
+            child("linux", "arm64", ""),
+            child("linux", "amd64", ""),
+        ];
+        let pick = |p: Platform| p.select(&children).map(|d| d.platform.clone().unwrap());
+        assert_eq!(
+            pick(Platform::new("linux", "arm/v7", "")).unwrap().variant,
+            "v7"
+        );
+        assert_eq!(
+            pick(Platform::new("linux", "arm", "v6")).unwrap().variant,
+            "v6"
+        );
+        assert_eq!(
+            pick(Platform::new("linux", "arm", "")).unwrap().variant,
+            "v6"
+        );
+        assert_eq!(
+            pick(Platform::new("linux", "arm64/v8", ""))
+                .unwrap()
+                .architecture,
+            "arm64"
+        );
+        assert!(pick(Platform::new("linux", "arm/v5", "")).is_none());
+        assert!(pick(Platform::new("windows", "amd64", "")).is_none());
+        assert_eq!(
+            describe(&children),
+            "linux/arm/v6, linux/arm/v7, linux/arm64, linux/amd64"
+        );
+    }
+
+    #[test]
+    fn defaults_to_the_host() {
+        let p = Platform::new("", "", "");
+        assert_eq!(p, Platform::host());
+        assert_eq!(Platform::new("", "", "").os, "linux");
+    }
+}

@@ -1,0 +1,234 @@
+//! The one retry policy for registry requests: 429 (honouring Retry-After),
+//! 408/500/502/503/504, connection resets, dropped connections and timeouts
+//! are retried with jittered exponential backoff, a bounded number of times
+//! and within an overall time budget; anything else fails at once.
+
+use std::future::Future;
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::error::StatusError;
+
+/// How often and how long to retry.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// No retry starts once this much time has passed since the first try.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(15),
+            budget: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why an error is worth another try, and how long the server asked us to wait.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transient {
+    pub retry_after: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// Runs `op` until it succeeds, fails permanently, or the policy gives up.
+    pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let error = match op().await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            let Some(transient) = classify(&error) else {
+                return Err(error);
+            };
+            let delay = transient
+                .retry_after
+                .map(|d| d.min(self.max_delay))
+                .unwrap_or_else(|| self.backoff(attempt));
+            if attempt >= self.max_attempts || started.elapsed() + delay > self.budget {
+                return Err(error.context(format!("{what}: giving up after {attempt} attempts")));
+            }
+            tracing::warn!(
+                "{what}: transient error: {error:#}; retrying in {} ms (attempt {attempt} of {})",
+                delay.as_millis(),
+                self.max_attempts
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// Exponential backoff with ±25 % jitter, so parallel checks of many
+    /// pipelines do not retry in lockstep.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1 << (attempt - 1).min(16));
+        let capped = exp.min(self.max_delay);
+        let jitter = 0.75 + 0.5 * pseudo_random_fraction();
+        capped.mul_f64(jitter)
+    }
+}
+
+/// A fraction in [0, 1) from the clock: jitter needs spread, not security.
+fn pseudo_random_fraction() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// Whether an error chain holds a transient failure.
+pub fn classify(error: &anyhow::Error) -> Option<Transient> {
+    for cause in error.chain() {
+        if let Some(status) = cause.downcast_ref::<StatusError>() {
+            return is_retryable_status(status.status).then_some(Transient {
+                retry_after: status.retry_after,
+            });
+        }
+        if let Some(e) = cause.downcast_ref::<reqwest::Error>()
+            && e.is_timeout()
+        {
+            return Some(Transient { retry_after: None });
+        }
+        if let Some(e) = cause.downcast_ref::<io::Error>() {
+            use io::ErrorKind::*;
+            if matches!(
+                e.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | TimedOut
+            ) {
+                return Some(Transient { retry_after: None });
+            }
+        }
+        // hyper reports a connection closed mid-message only as text through
+        // reqwest (its error type is not public here).
+        let text = cause.to_string();
+        if text.contains("connection closed before message completed")
+            || text.contains("error reading a body from connection")
+            || text.contains("connection reset")
+        {
+            return Some(Transient { retry_after: None });
+        }
+    }
+    None
+}
+
+pub fn is_retryable_status(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use reqwest::{Method, StatusCode};
+
+    use super::*;
+
+    fn status(code: u16, retry_after: Option<u64>) -> anyhow::Error {
+        let mut e = StatusError::new(
+            Method::GET,
+            "/v2/".into(),
+            StatusCode::from_u16(code).unwrap(),
+            b"",
+        );
+        e.retry_after = retry_after.map(Duration::from_secs);
+        anyhow::Error::new(e).context("outer")
+    }
+
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            budget: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(
+            classify(&status(429, Some(3))),
+            Some(Transient {
+                retry_after: Some(Duration::from_secs(3))
+            })
+        );
+        for code in [408, 500, 502, 503, 504] {
+            assert!(classify(&status(code, None)).is_some(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 405] {
+            assert!(classify(&status(code, None)).is_none(), "{code}");
+        }
+        let reset = anyhow::Error::new(io::Error::from(io::ErrorKind::ConnectionReset))
+            .context("reading body");
+        assert!(classify(&reset).is_some());
+        let eof = anyhow::Error::new(io::Error::from(io::ErrorKind::UnexpectedEof));
+        assert!(classify(&eof).is_some());
+        let refused = anyhow::Error::new(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(classify(&refused).is_none());
+        assert!(classify(&anyhow::anyhow!("digest mismatch")).is_none());
+    }
+
+    #[tokio::test]
+    async fn retries_transient_errors_then_succeeds() {
+        let calls = AtomicU32::new(0);
+        let value = quick()
+            .run("op", || async {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(status(503, None))
+                } else {
+                    Ok(7)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((value, calls.load(Ordering::SeqCst)), (7, 2));
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let result: anyhow::Result<()> = quick()
+            .run("op", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(status(404, None))
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_attempt_limit() {
+        let calls = AtomicU32::new(0);
+        let result: anyhow::Result<()> = quick()
+            .run("op", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(status(502, None))
+            })
+            .await;
+        let message = format!("{:#}", result.unwrap_err());
+        assert!(message.contains("giving up after 3 attempts"), "{message}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy::default();
+        assert!(p.backoff(1) <= Duration::from_millis(313));
+        assert!(
+            p.backoff(20) <= Duration::from_secs(19) && p.backoff(20) >= Duration::from_secs(11)
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! Tag listing that follows `Link: <…>; rel="next"` pages, including the
+//! opaque cursors ECR and Quay put there (re-using the last tag as `last=`
+//! fails on those registries).
+
+use std::collections::HashSet;
+
+use anyhow::{Context, anyhow, bail};
+use reqwest::{Method, StatusCode, header};
+use serde::Deserialize;
+use url::Url;
+
+use super::client::RegistryClient;
+use super::error::StatusError;
+use super::manifest::read_limited;
+use crate::reference::Repository;
+
+/// At 1,000 tags a page this is a million tags; beyond it something loops.
+const MAX_PAGES: usize = 1000;
+const MAX_PAGE_BYTES: usize = 32 << 20;
+
+#[derive(Deserialize)]
+struct TagPage {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+impl RegistryClient {
+    /// Every tag of `repo`, in the registry's order. A missing repository is
+    /// an error (a 404 [`StatusError`]).
+    pub async fn list_tags(&self, repo: &Repository) -> anyhow::Result<Vec<String>> {
+        let mut url = self
+            .url(&format!("/v2/{}/tags/list?n=1000", repo.path()))
+            .await?;
+        let mut tags = Vec::new();
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_PAGES {
+            let what = format!("GET {}", url.path());
+            let (page, next) = self
+                .retry()
+                .run(&what, || self.tag_page(repo, url.clone()))
+                .await?;
+            tags.extend(page);
+            let Some(next) = next else {
+                return Ok(tags);
+            };
+            if next.scheme() != url.scheme()
+                || next.host_str() != url.host_str()
+                || next.port() != url.port()
+            {
+                bail!("tag listing of {repo}: the next page {next} is on another host");
+            }
+            if !seen.insert(next.to_string()) {
+                bail!("tag listing of {repo}: the registry sent the page {next} twice");
+            }
+            url = next;
+        }
+        bail!("tag listing of {repo} has more than {MAX_PAGES} pages; giving up")
+    }
+
+    async fn tag_page(
+        &self,
+        repo: &Repository,
+        url: Url,
+    ) -> anyhow::Result<(Vec<String>, Option<Url>)> {
+        let response = self
+            .send_once(Method::GET, url.clone(), repo.path(), |r| r)
+            .await?;
+        if response.status() != StatusCode::OK {
+            return Err(anyhow!(
+                StatusError::from_response(Method::GET, response).await
+            ));
+        }
+        let next = response
+            .headers()
+            .get_all(header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link)
+            .map(|link| url.join(&link))
+            .transpose()
+            .context("invalid Link header in the tag listing")?;
+        let body = read_limited(response, MAX_PAGE_BYTES).await?;
+        let page: TagPage = serde_json::from_slice(&body).context("invalid tag listing")?;
+        Ok((page.tags.unwrap_or_default(), next))
+    }
+}
+
+/// The target of the `rel="next"` link in a `Link` header value. Hand-written:
+/// the header is `<uri>; param=value, <uri>; …` and we need one relation.
+fn next_link(header: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let end = start + rest[start..].find('>')?;
+        let target = &rest[start + 1..end];
+        let after = &rest[end + 1..];
+        let params_end = after.find('<').unwrap_or(after.len());
+        let is_next = after[..params_end].split(';').any(|param| {
+            let mut kv = param.trim().trim_end_matches(',').splitn(2, '=');
+            let key = kv.next().unwrap_or_default().trim();
+            let value = kv.next().unwrap_or_default().trim().trim_matches('"');
+            key.eq_ignore_ascii_case("rel")
+                && value
+                    .split_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(target.to_owned());
+        }
+        rest = &after[params_end..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(
+            next_link(r#"<https://r.example/v2/a/tags/list?next_page=opaque%3D%3D>; rel=next"#)
+                .as_deref(),
+            Some("https://r.example/v2/a/tags/list?next_page=opaque%3D%3D")
+        );
+        assert_eq!(
+            next_link(r#"</first>; rel="prev", </second>; rel="next""#).as_deref(),
+            Some("/second")
+        );
+        assert_eq!(next_link(r#"</only>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
+    }
+}

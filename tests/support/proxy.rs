@@ -1,0 +1,331 @@
+//! A misbehaving proxy in front of a real registry: paginates tag listings
+//! with opaque `Link` cursors (as ECR and Quay do), injects 429/5xx answers
+//! and connections dropped mid-body, strips headers, and counts requests.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::registry::TestRegistry;
+use super::runtime;
+
+/// What to do to a matching request.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After` seconds) without forwarding.
+    Status(u16, Option<u64>),
+    /// Forward, then cut the response body after `bytes` bytes.
+    DropAfter(usize),
+}
+
+struct Rule {
+    method: Option<String>,
+    path_contains: String,
+    fault: Fault,
+    remaining: usize,
+}
+
+#[derive(Default)]
+struct Settings {
+    page_size: Option<usize>,
+    strip_head_digest: bool,
+    rules: Vec<Rule>,
+    log: Vec<(String, String)>,
+}
+
+struct ProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    settings: Mutex<Settings>,
+}
+
+pub struct FaultProxy {
+    pub port: u16,
+    state: Arc<ProxyState>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FaultProxy {
+    /// A proxy in front of a plain-HTTP registry.
+    pub fn start(upstream: &TestRegistry) -> Self {
+        assert!(
+            upstream.tls.is_none(),
+            "the proxy forwards to plain HTTP registries"
+        );
+        let state = Arc::new(ProxyState {
+            upstream: format!("http://{}", upstream.host()),
+            http: reqwest::Client::new(),
+            settings: Mutex::new(Settings::default()),
+        });
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(state.clone());
+        let listener = runtime()
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        runtime().spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        FaultProxy {
+            port,
+            state,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn repo(&self, path: &str) -> String {
+        format!("{}/{path}", self.host())
+    }
+
+    /// Serve tag listings `n` at a time with opaque `next_page` cursors.
+    pub fn paginate(&self, n: usize) {
+        self.state.settings.lock().unwrap().page_size = Some(n);
+    }
+
+    /// Drop `Docker-Content-Digest` from HEAD answers (some registries do).
+    pub fn strip_head_digest(&self) {
+        self.state.settings.lock().unwrap().strip_head_digest = true;
+    }
+
+    /// Apply `fault` to the next `times` requests matching method and path.
+    pub fn inject(&self, method: Option<&str>, path_contains: &str, fault: Fault, times: usize) {
+        self.state.settings.lock().unwrap().rules.push(Rule {
+            method: method.map(str::to_owned),
+            path_contains: path_contains.to_owned(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// Faults not yet used up.
+    pub fn pending_faults(&self) -> usize {
+        self.state
+            .settings
+            .lock()
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| r.remaining)
+            .sum()
+    }
+
+    /// Requests seen, as (method, path?query).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.state.settings.lock().unwrap().log.clone()
+    }
+
+    pub fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|(m, p)| m == method && p.contains(path_contains))
+            .count()
+    }
+
+    pub fn clear_log(&self) {
+        self.state.settings.lock().unwrap().log.clear();
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let method = request.method().to_string();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let (fault, page_size, strip_digest) = {
+        let mut s = state.settings.lock().unwrap();
+        s.log.push((method.clone(), path_and_query.clone()));
+        let fault = s
+            .rules
+            .iter_mut()
+            .find(|r| {
+                r.remaining > 0
+                    && r.method.as_deref().is_none_or(|m| m == method)
+                    && path_and_query.contains(&r.path_contains)
+            })
+            .map(|r| {
+                r.remaining -= 1;
+                r.fault.clone()
+            });
+        (fault, s.page_size, s.strip_head_digest)
+    };
+    if let Some(Fault::Status(code, retry_after)) = fault {
+        let mut response = (
+            StatusCode::from_u16(code).unwrap(),
+            format!(r#"{{"errors":[{{"code":"INJECTED","message":"injected {code}"}}]}}"#),
+        )
+            .into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from_str(&secs.to_string()).unwrap(),
+            );
+        }
+        return response;
+    }
+    let path = request.uri().path().to_owned();
+    if let (Some(n), true, "GET") = (page_size, path.ends_with("/tags/list"), method.as_str()) {
+        return paginated(&state, request, &path, n, fault).await;
+    }
+    let response = forward(&state, request).await;
+    let mut response = cut(response, fault).await;
+    if strip_digest && method == "HEAD" {
+        response.headers_mut().remove("docker-content-digest");
+    }
+    response
+}
+
+async fn forward(state: &ProxyState, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let url = format!(
+        "{}{}",
+        state.upstream,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut upstream = state.http.request(parts.method.clone(), url);
+    for (name, value) in parts.headers.iter() {
+        if !matches!(
+            name.as_str(),
+            "host" | "connection" | "content-length" | "transfer-encoding"
+        ) {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let answer = upstream.body(body).send().await.expect("upstream registry");
+    let mut response = Response::builder().status(answer.status().as_u16());
+    let own = format!(
+        "http://{}",
+        parts
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+    );
+    for (name, value) in answer.headers() {
+        if matches!(name.as_str(), "connection" | "transfer-encoding") {
+            continue;
+        }
+        // Upload locations name the registry; point them at the proxy.
+        if name.as_str() == "location" {
+            let rewritten = value
+                .to_str()
+                .unwrap_or_default()
+                .replace(&state.upstream, &own);
+            response = response.header(name, rewritten);
+            continue;
+        }
+        response = response.header(name, value);
+    }
+    response
+        .body(Body::from_stream(answer.bytes_stream()))
+        .unwrap()
+}
+
+/// Applies a `DropAfter` fault: the body stops after that many bytes and the
+/// connection closes (the declared length is kept, so the client sees a
+/// truncated message).
+async fn cut(response: Response, fault: Option<Fault>) -> Response {
+    let Some(Fault::DropAfter(limit)) = fault else {
+        return response;
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let kept = bytes.slice(..limit.min(bytes.len()));
+    let stream = futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(kept),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected drop",
+        )),
+    ]);
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+async fn paginated(
+    state: &ProxyState,
+    request: Request,
+    path: &str,
+    n: usize,
+    fault: Option<Fault>,
+) -> Response {
+    let offset = request
+        .uri()
+        .query()
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "next_page"))
+        .and_then(|(_, v)| URL_SAFE_NO_PAD.decode(v.as_bytes()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.strip_prefix("opaque-cursor-")
+                .and_then(|o| o.parse::<usize>().ok())
+        })
+        .unwrap_or(0);
+    let full = state
+        .http
+        .get(format!("{}{path}", state.upstream))
+        .headers(
+            request
+                .headers()
+                .iter()
+                .filter(|(k, _)| k.as_str() == "authorization")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+        .send()
+        .await
+        .unwrap();
+    if !full.status().is_success() {
+        let status = full.status().as_u16();
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            full.bytes().await.unwrap(),
+        )
+            .into_response();
+    }
+    let listing: serde_json::Value = serde_json::from_slice(&full.bytes().await.unwrap()).unwrap();
+    let tags: Vec<String> = serde_json::from_value(listing["tags"].clone()).unwrap_or_default();
+    let page: Vec<&String> = tags.iter().skip(offset).take(n).collect();
+    let body = serde_json::json!({"name": listing["name"], "tags": page}).to_string();
+    let mut response = Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("content-length", body.len());
+    if offset + n < tags.len() {
+        let token = URL_SAFE_NO_PAD.encode(format!("opaque-cursor-{}", offset + n));
+        response = response.header(
+            "link",
+            format!(r#"<{path}?n={n}&next_page={token}>; rel="next""#),
+        );
+    }
+    let response = response.body(Body::from(body)).unwrap();
+    cut(response, fault).await
+}
