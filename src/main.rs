@@ -78,7 +78,10 @@ fn run(command: Command) -> anyhow::Result<()> {
     std::io::stdin()
         .read_to_string(&mut input)
         .context("reading the request from stdin")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread drives all network I/O (a check is I/O-bound and fans out
+    // concurrently on it); CPU-heavy work goes to blocking threads. Worker
+    // threads would cost more CPU to start than a tag-mode check needs.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

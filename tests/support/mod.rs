@@ -18,9 +18,16 @@ use std::sync::OnceLock;
 pub use image::TestImage;
 pub use registry::{Auth, TestRegistry};
 
+/// The TLS crypto provider for the harness's own HTTP clients (reqwest is
+/// built without a default one, as in the product).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The shared async runtime for harness servers and requests.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    install_crypto();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

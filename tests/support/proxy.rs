@@ -32,6 +32,7 @@ struct Rule {
 
 #[derive(Default)]
 struct Settings {
+    latency: std::time::Duration,
     page_size: Option<usize>,
     strip_head_digest: bool,
     rules: Vec<Rule>,
@@ -98,6 +99,11 @@ impl FaultProxy {
         self.state.settings.lock().unwrap().page_size = Some(n);
     }
 
+    /// Delay every answer by `latency`, as a remote registry's round trip.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.settings.lock().unwrap().latency = latency;
+    }
+
     /// Drop `Docker-Content-Digest` from HEAD answers (some registries do).
     pub fn strip_head_digest(&self) {
         self.state.settings.lock().unwrap().strip_head_digest = true;
@@ -157,7 +163,7 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
-    let (fault, page_size, strip_digest) = {
+    let (fault, page_size, strip_digest, latency) = {
         let mut s = state.settings.lock().unwrap();
         s.log.push((method.clone(), path_and_query.clone()));
         let fault = s
@@ -172,8 +178,11 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
                 r.remaining -= 1;
                 r.fault.clone()
             });
-        (fault, s.page_size, s.strip_head_digest)
+        (fault, s.page_size, s.strip_head_digest, s.latency)
     };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     if let Some(Fault::Status(code, retry_after)) = fault {
         let mut response = (
             StatusCode::from_u16(code).unwrap(),

@@ -66,6 +66,7 @@ impl TestRegistry {
             std::path::Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: run scripts/setup"
         );
+        super::install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut config = format!(

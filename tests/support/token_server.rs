@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rcgen::{CertificateParams, KeyPair};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 pub const ISSUER: &str = "registry-image-test-issuer";
 pub const SERVICE: &str = "registry-image-test";
@@ -33,9 +33,12 @@ impl Signer {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "token-signer");
         let cert = params.self_signed(&key).unwrap();
-        let signing =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key.serialize_der())
-                .unwrap();
+        let signing = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key.serialize_der(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
         Signer {
             key: signing,
             cert_der: cert.der().to_vec(),
@@ -79,7 +82,7 @@ impl Signer {
 
 fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut b).unwrap();
+    SystemRandom::new().fill(&mut b).unwrap();
     u64::from_le_bytes(b)
 }
 
