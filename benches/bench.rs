@@ -4,7 +4,6 @@
 
 mod measure;
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::process::Command;
