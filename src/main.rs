@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use registry_image::concourse::{self, CheckRequest, InRequest, OutRequest};
-use registry_image::{check, logging};
+use registry_image::{check, get, logging};
 
 #[derive(Parser)]
 #[command(
@@ -95,9 +95,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::In { dir } => {
             let request: InRequest = concourse::parse_request(&input)?;
             logging::init(request.source.debug);
-            let _dest = dir.context("destination path not specified")?;
-            request.source.validate()?;
-            bail!("in: fetching images is not implemented in this version yet")
+            let dest = dir.context("destination path not specified")?;
+            let response = runtime.block_on(get::run(request, &dest))?;
+            concourse::write_response(&response)
         }
         Command::Out { dir } => {
             let request: OutRequest = concourse::parse_request(&input)?;

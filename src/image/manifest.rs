@@ -64,6 +64,23 @@ pub struct ImageIndex {
 pub struct ImageConfig {
     #[serde(default)]
     pub created: Option<String>,
+    #[serde(default)]
+    pub config: Option<ContainerConfig>,
+}
+
+/// The run configuration inside an image config (Docker's capitalised keys).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ContainerConfig {
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "User", default)]
+    pub user: Option<String>,
+    #[serde(rename = "Labels", default)]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 pub fn parse_manifest(bytes: &[u8]) -> anyhow::Result<ImageManifest> {

@@ -1,5 +1,6 @@
 //! The OCI image model: digests, media types, manifests, platforms.
 
+pub mod compression;
 pub mod digest;
 pub mod manifest;
 pub mod media_type;

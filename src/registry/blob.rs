@@ -1,7 +1,7 @@
 //! Blob reads. Small blobs (image configs) are read whole and verified
 //! against their digest.
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, StatusCode};
 
 use super::client::RegistryClient;
@@ -39,5 +39,133 @@ impl RegistryClient {
                 Ok(bytes)
             })
             .await
+    }
+}
+
+/// One message from a blob download to its consumer.
+#[derive(Debug)]
+pub enum BlobChunk {
+    Data(bytes::Bytes),
+    /// Every byte arrived and the digest and size matched: the only way a
+    /// download ends successfully.
+    Verified,
+    Failed(String),
+}
+
+impl RegistryClient {
+    /// Streams a blob into `sink`, verifying its size and digest on the way.
+    /// A transient failure mid-blob resumes from the byte where it stopped
+    /// (HTTP Range), keeping the running hash; a registry that ignores Range
+    /// is handled by skipping the bytes already passed on. The result is
+    /// also sent down `sink` (`Verified` or `Failed`).
+    pub async fn download_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        size: u64,
+        sink: tokio::sync::mpsc::Sender<BlobChunk>,
+    ) -> anyhow::Result<()> {
+        let result = self.download_into(repo, digest, size, &sink).await;
+        let message = match &result {
+            Ok(()) => BlobChunk::Verified,
+            Err(e) => BlobChunk::Failed(format!("{e:#}")),
+        };
+        let _ = sink.send(message).await;
+        result
+    }
+
+    async fn download_into(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        size: u64,
+        sink: &tokio::sync::mpsc::Sender<BlobChunk>,
+    ) -> anyhow::Result<()> {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        if digest.algorithm() != crate::image::digest::Algorithm::Sha256 {
+            bail!("blob {digest}: only sha256 layer digests are supported");
+        }
+        let url = self
+            .url(&format!("/v2/{}/blobs/{digest}", repo.path()))
+            .await?;
+        let mut received: u64 = 0;
+        let mut resumes = 0u32;
+        let started = std::time::Instant::now();
+        loop {
+            let from = received;
+            let response = self
+                .send(Method::GET, url.clone(), repo.path(), move |r| {
+                    if from > 0 {
+                        r.header(reqwest::header::RANGE, format!("bytes={from}-"))
+                    } else {
+                        r
+                    }
+                })
+                .await
+                .with_context(|| format!("GET blob {digest}"))?;
+            // Bytes of this answer already passed on (a registry that
+            // ignored Range sends the blob from the start).
+            let mut skip = match response.status() {
+                StatusCode::OK => received,
+                StatusCode::PARTIAL_CONTENT if from > 0 => 0,
+                _ => {
+                    return Err(anyhow!(
+                        StatusError::from_response(Method::GET, response).await
+                    ));
+                }
+            };
+            let mut response = response;
+            let interrupted = loop {
+                match response.chunk().await {
+                    Ok(Some(mut chunk)) => {
+                        if skip > 0 {
+                            let n = skip.min(chunk.len() as u64) as usize;
+                            let _ = chunk.split_to(n);
+                            skip -= n as u64;
+                        }
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                        received += chunk.len() as u64;
+                        if received > size {
+                            bail!("blob {digest} is larger than its descriptor's {size} bytes");
+                        }
+                        hasher.update(&chunk);
+                        if sink.send(BlobChunk::Data(chunk)).await.is_err() {
+                            bail!("blob {digest}: the consumer stopped reading");
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) => break Some(anyhow::Error::new(e)),
+                }
+            };
+            if received == size && interrupted.is_none() {
+                break;
+            }
+            // A body cut short and a transient error are resumed; anything
+            // else is final.
+            let resumable = interrupted
+                .as_ref()
+                .is_none_or(|e| super::retry::classify(e).is_some());
+            let error = interrupted.unwrap_or_else(|| {
+                anyhow!("the connection closed after {received} of {size} bytes")
+            });
+            let policy = self.retry();
+            if !resumable || resumes + 1 >= policy.max_attempts || started.elapsed() > policy.budget
+            {
+                return Err(error.context(format!("GET blob {digest}: giving up")));
+            }
+            resumes += 1;
+            tracing::warn!(
+                "blob {digest}: {error:#} after {received} of {size} bytes; resuming (attempt {resumes})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(resumes))).await;
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != digest.hex() {
+            bail!("blob {digest} does not match its digest (got sha256:{actual})");
+        }
+        Ok(())
     }
 }

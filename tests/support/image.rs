@@ -15,72 +15,105 @@ pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// One tar entry of a layer.
-pub enum Entry {
-    File {
-        path: String,
-        contents: Vec<u8>,
-        mode: u32,
-    },
-    Dir {
-        path: String,
-        mode: u32,
-    },
-    Symlink {
-        path: String,
-        target: String,
-    },
+/// One tar entry of a layer, written byte for byte (names are not checked,
+/// so layers can hold `../x` or absolute paths on purpose).
+#[derive(Clone)]
+pub struct Entry {
+    name: String,
+    kind: tar::EntryType,
+    contents: Vec<u8>,
+    link: String,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
 }
 
 impl Entry {
-    pub fn file(path: &str, contents: impl AsRef<[u8]>) -> Self {
-        Entry::File {
-            path: path.into(),
-            contents: contents.as_ref().to_vec(),
-            mode: 0o644,
+    fn new(name: &str, kind: tar::EntryType, mode: u32) -> Self {
+        Entry {
+            name: name.into(),
+            kind,
+            contents: Vec::new(),
+            link: String::new(),
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
         }
+    }
+    pub fn file(path: &str, contents: impl AsRef<[u8]>) -> Self {
+        let mut e = Self::new(path, tar::EntryType::Regular, 0o644);
+        e.contents = contents.as_ref().to_vec();
+        e
+    }
+    pub fn dir(path: &str) -> Self {
+        Self::new(path, tar::EntryType::Directory, 0o755)
+    }
+    pub fn symlink(path: &str, target: &str) -> Self {
+        let mut e = Self::new(path, tar::EntryType::Symlink, 0o777);
+        e.link = target.into();
+        e
+    }
+    pub fn hardlink(path: &str, target: &str) -> Self {
+        let mut e = Self::new(path, tar::EntryType::Link, 0o644);
+        e.link = target.into();
+        e
+    }
+    pub fn fifo(path: &str) -> Self {
+        Self::new(path, tar::EntryType::Fifo, 0o600)
+    }
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+    pub fn owner(mut self, uid: u64, gid: u64) -> Self {
+        self.uid = uid;
+        self.gid = gid;
+        self
+    }
+    pub fn mtime(mut self, mtime: u64) -> Self {
+        self.mtime = mtime;
+        self
     }
 }
 
 /// Builds a tar archive from entries, in order.
 pub fn tar(entries: &[Entry]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
-    for entry in entries {
-        let mut header = tar::Header::new_ustar();
-        header.set_mtime(1_700_000_000);
-        header.set_uid(0);
-        header.set_gid(0);
-        match entry {
-            Entry::File {
-                path,
-                contents,
-                mode,
-            } => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(*mode);
-                header.set_size(contents.len() as u64);
-                builder
-                    .append_data(&mut header, path, contents.as_slice())
-                    .unwrap();
-            }
-            Entry::Dir { path, mode } => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(*mode);
-                header.set_size(0);
-                builder
-                    .append_data(&mut header, path, std::io::empty())
-                    .unwrap();
-            }
-            Entry::Symlink { path, target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                header.set_size(0);
-                builder.append_link(&mut header, path, target).unwrap();
-            }
-        }
+    for e in entries {
+        let mut header = tar::Header::new_gnu();
+        assert!(
+            e.name.len() < 100 && e.link.len() < 100,
+            "test entry names are short"
+        );
+        header.as_old_mut().name[..e.name.len()].copy_from_slice(e.name.as_bytes());
+        header.as_old_mut().linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
+        header.set_entry_type(e.kind);
+        header.set_mode(e.mode);
+        header.set_uid(e.uid);
+        header.set_gid(e.gid);
+        header.set_mtime(e.mtime);
+        header.set_size(e.contents.len() as u64);
+        header.set_cksum();
+        builder.append(&header, e.contents.as_slice()).unwrap();
     }
     builder.into_inner().unwrap()
 }
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+pub fn zstd(bytes: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(bytes, 3).unwrap()
+}
+
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// A complete single-platform image.
 #[derive(Clone)]
@@ -98,7 +131,20 @@ impl TestImage {
         config_extra: serde_json::Value,
         platform: (&str, &str),
     ) -> Self {
-        let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+        let layers = layers
+            .into_iter()
+            .map(|l| (l.clone(), l, OCI_LAYER_TAR))
+            .collect();
+        Self::from_blobs(layers, config_extra, platform)
+    }
+
+    /// An image from `(uncompressed, blob, media type)` layers.
+    pub fn from_blobs(
+        layers: Vec<(Vec<u8>, Vec<u8>, &str)>,
+        config_extra: serde_json::Value,
+        platform: (&str, &str),
+    ) -> Self {
+        let diff_ids: Vec<String> = layers.iter().map(|(raw, _, _)| sha256(raw)).collect();
         let mut config = json!({
             "architecture": platform.1,
             "os": platform.0,
@@ -115,16 +161,24 @@ impl TestImage {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": sha256(&config), "size": config.len()},
-            "layers": layers.iter().map(|l| json!({
-                "mediaType": OCI_LAYER_TAR, "digest": sha256(l), "size": l.len(),
+            "layers": layers.iter().map(|(_, blob, mt)| json!({
+                "mediaType": mt, "digest": sha256(blob), "size": blob.len(),
             })).collect::<Vec<_>>(),
         });
         TestImage {
             config,
-            layers,
+            layers: layers.into_iter().map(|(_, blob, _)| blob).collect(),
             manifest: serde_json::to_vec(&manifest).unwrap(),
             manifest_media_type: OCI_MANIFEST.to_owned(),
         }
+    }
+
+    /// The same image with these manifest annotations.
+    pub fn with_annotations(mut self, annotations: serde_json::Value) -> Self {
+        let mut m: serde_json::Value = serde_json::from_slice(&self.manifest).unwrap();
+        m["annotations"] = annotations;
+        self.manifest = serde_json::to_vec(&m).unwrap();
+        self
     }
 
     /// A one-layer linux/amd64 image whose only file holds `seed`, so

@@ -175,6 +175,17 @@ impl TestRegistry {
         &self.tls.as_ref().expect("not a TLS registry").ca_pem
     }
 
+    /// Where the registry stores a blob's bytes (to corrupt it in tests).
+    pub fn blob_path(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }

@@ -1,0 +1,289 @@
+//! The `in` step: fetch one image by digest into the destination directory.
+//!
+//! Layers are downloaded concurrently (bounded) while one blocking thread
+//! decompresses and applies them strictly in order; each blob is hashed as
+//! it streams and counts as complete only once its digest matched. The
+//! rootfs is built in a temp directory inside the destination and renamed
+//! into place at the end, so a failed step leaves no partial `rootfs/`.
+
+mod blob_reader;
+mod metadata;
+mod rootfs;
+mod safe_path;
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use regex::Regex;
+use tokio::sync::{Semaphore, mpsc};
+
+use self::blob_reader::BlobReader;
+use self::rootfs::RootfsWriter;
+use crate::auth::Access;
+use crate::concourse::{InRequest, MetadataField, StepResponse};
+use crate::image::manifest::{
+    Descriptor, ImageManifest, parse_config, parse_index, parse_manifest,
+};
+use crate::image::{Digest, Platform, compression, media_type, platform};
+use crate::reference::{Repository, Target};
+use crate::registry::{Manifest, RegistryClient};
+
+/// Layers downloading at once (the one being extracted included).
+const LAYER_CONCURRENCY: usize = 3;
+/// Chunks buffered per layer download (reqwest chunks are ≤ 64 KiB): bounds
+/// memory whatever the image size.
+const CHUNKS_PER_LAYER: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Rootfs,
+    Oci,
+    OciLayout,
+}
+
+fn parse_format(format: &str) -> anyhow::Result<Format> {
+    match format {
+        "" | "rootfs" => Ok(Format::Rootfs),
+        "oci" => Ok(Format::Oci),
+        "oci-layout" => Ok(Format::OciLayout),
+        other => bail!("unknown format {other:?}: must be one of 'rootfs', 'oci', 'oci-layout'"),
+    }
+}
+
+/// Runs the step; `dest` must exist.
+pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse> {
+    let source = &request.source;
+    source.validate()?;
+    let params = request.params.unwrap_or_default();
+    let version = request.version.unwrap_or_default();
+    let format = parse_format(&params.format).context("params.format")?;
+    if !dest.is_dir() {
+        bail!("destination {} is not a directory", dest.display());
+    }
+    let digest: Digest = version
+        .digest
+        .parse()
+        .with_context(|| format!("version.digest {:?} is not a digest", version.digest))?;
+    let repository = source.repository()?;
+    let label_regex = optional_regex(&source.label_regex)?;
+    let annotation_regex = optional_regex(&source.annotation_regex)?;
+    // A step `platform` replaces the source's wholesale, as in the original.
+    let platform = params
+        .platform
+        .as_ref()
+        .or(source.platform.as_ref())
+        .map_or_else(Platform::host, |p| p.to_image_platform());
+    let client = Arc::new(RegistryClient::new(
+        repository.api_host(),
+        source.client_options(Access::Pull)?,
+    )?);
+
+    tracing::info!("fetching {}@{digest}", source.repository);
+    let fetched = async {
+        let top = client
+            .get_manifest(&repository, &Target::Digest(digest.clone()))
+            .await?
+            .with_context(|| format!("image {}@{digest} not found", source.repository))?;
+        let needs_image =
+            !params.skip_download || label_regex.is_some() || annotation_regex.is_some();
+        if !needs_image {
+            return Ok(None);
+        }
+        if format != Format::Rootfs && !params.skip_download {
+            bail!(
+                "format {:?} is not implemented in this version yet",
+                params.format
+            );
+        }
+        let (_manifest, image) = resolve_image(&client, &repository, top, &platform).await?;
+        let config_bytes = client
+            .get_small_blob(&repository, &image.config.digest()?)
+            .await
+            .context("fetching the image config")?;
+        let config = parse_config(&config_bytes)?;
+        if !params.skip_download {
+            write_rootfs(&client, &repository, &image, dest).await?;
+            metadata::write_file(
+                &dest.join("metadata.json"),
+                &metadata::metadata_json(&config),
+            )?;
+            metadata::write_file(&dest.join("labels.json"), &metadata::labels_json(&config))?;
+        }
+        Ok(Some((image, config)))
+    }
+    .await
+    .context("download failed")?;
+
+    for (name, value) in [
+        ("tag", &version.tag),
+        ("digest", &version.digest),
+        ("repository", &source.repository),
+    ] {
+        metadata::write_file(&dest.join(name), value.as_bytes())
+            .context("saving version info failed")?;
+    }
+    let mut fields = vec![
+        MetadataField::new("repository", &source.repository),
+        MetadataField::new("tag", &version.tag),
+    ];
+    if let Some((image, config)) = &fetched {
+        if let Some(re) = &label_regex {
+            let labels = config
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default();
+            fields.extend(metadata::matching(&labels, re));
+        }
+        if let Some(re) = &annotation_regex {
+            fields.extend(metadata::matching(&image.annotations, re));
+        }
+    }
+    Ok(StepResponse {
+        version,
+        metadata: fields,
+    })
+}
+
+fn optional_regex(pattern: &str) -> anyhow::Result<Option<Regex>> {
+    if pattern.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Regex::new(pattern)?))
+}
+
+/// The single image a manifest stands for on `platform`: itself, or the
+/// matching child of an index (through BuildKit's nested indexes).
+async fn resolve_image(
+    client: &RegistryClient,
+    repository: &Repository,
+    mut manifest: Manifest,
+    platform: &Platform,
+) -> anyhow::Result<(Manifest, ImageManifest)> {
+    for _ in 0..4 {
+        if !media_type::is_index(&manifest.media_type) {
+            let image = parse_manifest(&manifest.bytes)?;
+            return Ok((manifest, image));
+        }
+        let index = parse_index(&manifest.bytes)?;
+        // A nested index (BuildKit) has one child without a platform.
+        let child: &Descriptor = match platform.select(&index.manifests) {
+            Some(c) => c,
+            None if index.manifests.len() == 1
+                && media_type::is_index(&index.manifests[0].media_type) =>
+            {
+                &index.manifests[0]
+            }
+            None => bail!(
+                "no image for platform {platform} in {repository}@{} (it has: {})",
+                manifest.digest,
+                platform::describe(&index.manifests)
+            ),
+        };
+        let child_digest = child.digest()?;
+        manifest = client
+            .get_manifest(repository, &Target::Digest(child_digest.clone()))
+            .await?
+            .with_context(|| format!("{repository}@{child_digest} not found"))?;
+    }
+    bail!("{repository}: indexes nested too deep")
+}
+
+/// Downloads and applies every layer into `dest/rootfs`, built under a temp
+/// name and renamed into place once complete.
+async fn write_rootfs(
+    client: &Arc<RegistryClient>,
+    repository: &Repository,
+    image: &ImageManifest,
+    dest: &Path,
+) -> anyhow::Result<()> {
+    let partial = dest.join(".rootfs.partial");
+    let target = dest.join("rootfs");
+    for stale in [&partial, &target] {
+        if stale.exists() {
+            tokio::fs::remove_dir_all(stale)
+                .await
+                .with_context(|| format!("removing {}", stale.display()))?;
+        }
+    }
+    let result = unpack_layers(client, repository, &image.layers, partial.clone()).await;
+    match result {
+        Ok(()) => tokio::fs::rename(&partial, &target)
+            .await
+            .with_context(|| format!("moving the rootfs into {}", target.display())),
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&partial).await;
+            Err(e)
+        }
+    }
+}
+
+async fn unpack_layers(
+    client: &Arc<RegistryClient>,
+    repository: &Repository,
+    layers: &[Descriptor],
+    root: PathBuf,
+) -> anyhow::Result<()> {
+    let mut readers = Vec::with_capacity(layers.len());
+    let mut downloads = Vec::with_capacity(layers.len());
+    let permits = Arc::new(Semaphore::new(LAYER_CONCURRENCY));
+    for layer in layers {
+        let (tx, rx) = mpsc::channel(CHUNKS_PER_LAYER);
+        readers.push((layer.digest.clone(), BlobReader::new(rx)));
+        let digest = layer.digest()?;
+        let size = layer.size;
+        let client = client.clone();
+        let repository = repository.clone();
+        let permits = permits.clone();
+        // Spawned in layer order; the semaphore keeps later layers waiting
+        // until an earlier one is fully downloaded.
+        let permit = permits.acquire_owned();
+        downloads.push(tokio::spawn(async move {
+            let _permit = permit.await;
+            client.download_blob(&repository, &digest, size, tx).await
+        }));
+    }
+    let total = readers.len();
+    let extraction = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        let mut writer = RootfsWriter::new(&root)?;
+        for (i, (digest, mut reader)) in readers.into_iter().enumerate() {
+            let started = std::time::Instant::now();
+            let applied = compression::decompress(BufReader::with_capacity(256 << 10, &mut reader))
+                .map_err(anyhow::Error::from)
+                .and_then(|layer| writer.apply_layer(layer));
+            // Read to the end of the blob: only then is its digest checked.
+            // A corrupted blob usually breaks the tar stream first; the
+            // digest mismatch is the cause to report.
+            let verified = reader.finish();
+            match (applied, verified) {
+                (_, Err(e)) => return Err(anyhow::Error::new(e).context(format!("layer {digest}"))),
+                (Err(e), Ok(())) => return Err(e.context(format!("layer {digest}"))),
+                (Ok(()), Ok(())) => {}
+            }
+            tracing::info!(
+                "layer {}/{total} {digest}: unpacked in {} ms",
+                i + 1,
+                started.elapsed().as_millis()
+            );
+        }
+        writer.finish()
+    });
+    let skipped = match extraction.await.context("the extraction thread failed")? {
+        Ok(skipped) => skipped,
+        Err(e) => {
+            for d in &downloads {
+                d.abort();
+            }
+            return Err(e);
+        }
+    };
+    for d in downloads {
+        d.await.context("a download task failed")??;
+    }
+    if skipped > 0 {
+        tracing::info!("skipped {skipped} device nodes (creating them needs root)");
+    }
+    Ok(())
+}
