@@ -7,9 +7,11 @@
 //! into place at the end, so a failed step leaves no partial `rootfs/`.
 
 mod blob_reader;
+mod layout;
 mod metadata;
 mod rootfs;
 mod safe_path;
+mod tarball;
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -86,16 +88,14 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
             .get_manifest(&repository, &Target::Digest(digest.clone()))
             .await?
             .with_context(|| format!("image {}@{digest} not found", source.repository))?;
-        let needs_image =
-            !params.skip_download || label_regex.is_some() || annotation_regex.is_some();
-        if !needs_image {
-            return Ok(None);
+        let wants_metadata = label_regex.is_some() || annotation_regex.is_some();
+        let writes_image = !params.skip_download && format != Format::OciLayout;
+        if format == Format::OciLayout && !params.skip_download {
+            // Every platform, as served: no platform choice.
+            layout::write(&client, &repository, &top, dest).await?;
         }
-        if format != Format::Rootfs && !params.skip_download {
-            bail!(
-                "format {:?} is not implemented in this version yet",
-                params.format
-            );
+        if !writes_image && !wants_metadata {
+            return Ok(None);
         }
         let (_manifest, image) = resolve_image(&client, &repository, top, &platform).await?;
         let config_bytes = client
@@ -103,15 +103,21 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
             .await
             .context("fetching the image config")?;
         let config = parse_config(&config_bytes)?;
-        if !params.skip_download {
-            write_rootfs(&client, &repository, &image, dest).await?;
-            metadata::write_file(
-                &dest.join("metadata.json"),
-                &metadata::metadata_json(&config),
-            )?;
+        if writes_image {
+            if format == Format::Rootfs {
+                write_rootfs(&client, &repository, &image, dest).await?;
+                metadata::write_file(
+                    &dest.join("metadata.json"),
+                    &metadata::metadata_json(&config),
+                )?;
+            } else {
+                // Named after the origin repository and tag, fully qualified.
+                let repo_tag = format!("{repository}:{}", version.tag);
+                tarball::write(&client, &repository, &image, config_bytes, repo_tag, dest).await?;
+            }
             metadata::write_file(&dest.join("labels.json"), &metadata::labels_json(&config))?;
         }
-        Ok(Some((image, config)))
+        Ok::<_, anyhow::Error>(Some((image, config)))
     }
     .await
     .context("download failed")?;
@@ -220,58 +226,39 @@ async fn write_rootfs(
     }
 }
 
-async fn unpack_layers(
+/// Downloads `blobs` concurrently (bounded, in order) while `consume` reads
+/// them one after another on a blocking thread. Each reader ends only once
+/// its blob's digest matched. Memory stays bounded: each download buffers at
+/// most [`CHUNKS_PER_LAYER`] chunks ahead of the consumer.
+async fn pipeline<T: Send + 'static>(
     client: &Arc<RegistryClient>,
     repository: &Repository,
-    layers: &[Descriptor],
-    root: PathBuf,
-) -> anyhow::Result<()> {
-    let mut readers = Vec::with_capacity(layers.len());
-    let mut downloads = Vec::with_capacity(layers.len());
+    blobs: &[Descriptor],
+    consume: impl FnOnce(Vec<(Descriptor, BlobReader)>) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let mut readers = Vec::with_capacity(blobs.len());
+    let mut downloads = Vec::with_capacity(blobs.len());
     let permits = Arc::new(Semaphore::new(LAYER_CONCURRENCY));
-    for layer in layers {
+    for blob in blobs {
         let (tx, rx) = mpsc::channel(CHUNKS_PER_LAYER);
-        readers.push((layer.digest.clone(), BlobReader::new(rx)));
-        let digest = layer.digest()?;
-        let size = layer.size;
+        readers.push((blob.clone(), BlobReader::new(rx)));
+        let digest = blob.digest()?;
+        let size = blob.size;
         let client = client.clone();
         let repository = repository.clone();
-        let permits = permits.clone();
-        // Spawned in layer order; the semaphore keeps later layers waiting
-        // until an earlier one is fully downloaded.
-        let permit = permits.acquire_owned();
+        // Spawned in order; the semaphore keeps later blobs waiting until an
+        // earlier one is fully downloaded.
+        let permit = permits.clone().acquire_owned();
         downloads.push(tokio::spawn(async move {
             let _permit = permit.await;
             client.download_blob(&repository, &digest, size, tx).await
         }));
     }
-    let total = readers.len();
-    let extraction = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-        let mut writer = RootfsWriter::new(&root)?;
-        for (i, (digest, mut reader)) in readers.into_iter().enumerate() {
-            let started = std::time::Instant::now();
-            let applied = compression::decompress(BufReader::with_capacity(256 << 10, &mut reader))
-                .map_err(anyhow::Error::from)
-                .and_then(|layer| writer.apply_layer(layer));
-            // Read to the end of the blob: only then is its digest checked.
-            // A corrupted blob usually breaks the tar stream first; the
-            // digest mismatch is the cause to report.
-            let verified = reader.finish();
-            match (applied, verified) {
-                (_, Err(e)) => return Err(anyhow::Error::new(e).context(format!("layer {digest}"))),
-                (Err(e), Ok(())) => return Err(e.context(format!("layer {digest}"))),
-                (Ok(()), Ok(())) => {}
-            }
-            tracing::info!(
-                "layer {}/{total} {digest}: unpacked in {} ms",
-                i + 1,
-                started.elapsed().as_millis()
-            );
-        }
-        writer.finish()
-    });
-    let skipped = match extraction.await.context("the extraction thread failed")? {
-        Ok(skipped) => skipped,
+    let consumed = tokio::task::spawn_blocking(move || consume(readers))
+        .await
+        .context("the writing thread failed")?;
+    let value = match consumed {
+        Ok(value) => value,
         Err(e) => {
             for d in &downloads {
                 d.abort();
@@ -282,6 +269,46 @@ async fn unpack_layers(
     for d in downloads {
         d.await.context("a download task failed")??;
     }
+    Ok(value)
+}
+
+/// Reads a blob to its end, reporting a digest mismatch over whatever error
+/// `used` (the work done on its data) had: a corrupted blob usually breaks
+/// the stream's format before its end, and the mismatch is the cause.
+fn settle(digest: &str, reader: &mut BlobReader, used: anyhow::Result<()>) -> anyhow::Result<()> {
+    let verified = reader.finish();
+    match (used, verified) {
+        (_, Err(e)) => Err(anyhow::Error::new(e).context(format!("blob {digest}"))),
+        (Err(e), Ok(())) => Err(e.context(format!("blob {digest}"))),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+async fn unpack_layers(
+    client: &Arc<RegistryClient>,
+    repository: &Repository,
+    layers: &[Descriptor],
+    root: PathBuf,
+) -> anyhow::Result<()> {
+    let skipped = pipeline(client, repository, layers, move |readers| {
+        let total = readers.len();
+        let mut writer = RootfsWriter::new(&root)?;
+        for (i, (layer, mut reader)) in readers.into_iter().enumerate() {
+            let started = std::time::Instant::now();
+            let applied = compression::decompress(BufReader::with_capacity(256 << 10, &mut reader))
+                .map_err(anyhow::Error::from)
+                .and_then(|stream| writer.apply_layer(stream));
+            settle(&layer.digest, &mut reader, applied)?;
+            tracing::info!(
+                "layer {}/{total} {}: unpacked in {} ms",
+                i + 1,
+                layer.digest,
+                started.elapsed().as_millis()
+            );
+        }
+        writer.finish()
+    })
+    .await?;
     if skipped > 0 {
         tracing::info!("skipped {skipped} device nodes (creating them needs root)");
     }
