@@ -6,7 +6,7 @@ mod measure;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use measure::{median, median_u64, ms};
@@ -15,6 +15,10 @@ use support::proxy::FaultProxy;
 use support::{TestImage, TestRegistry};
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__measure") {
+        measure::measure_mode(&args[1..]);
+    }
     let which: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -27,7 +31,8 @@ fn main() {
     for name in which {
         match name.as_str() {
             "check" => bench_check(),
-            other => panic!("unknown benchmark {other:?}: use check"),
+            "get" => bench_get(),
+            other => panic!("unknown benchmark {other:?}: use check or get"),
         }
     }
 }
@@ -40,12 +45,12 @@ fn step(
     concurrency: Option<usize>,
     request: &serde_json::Value,
 ) -> measure::Measurement {
-    let mut command = Command::new(support::resource_dir().join(name));
-    command.env_clear();
-    if let Some(n) = concurrency {
-        command.env("REGISTRY_IMAGE_CHECK_CONCURRENCY", n.to_string());
-    }
-    let m = measure::run(command, request.to_string().as_bytes());
+    let envs: Vec<(&str, String)> = concurrency
+        .map(|n| ("REGISTRY_IMAGE_CHECK_CONCURRENCY", n.to_string()))
+        .into_iter()
+        .collect();
+    let program = support::resource_dir().join(name);
+    let m = measure::run(&program, &[], &envs, request.to_string().as_bytes());
     assert!(m.success, "{name} failed: {}", m.stderr);
     m
 }
@@ -150,6 +155,132 @@ fn bench_check() {
         ms(median(cpu)),
         ms(median(wall)),
         median_u64(rss) / 1024
+    );
+}
+
+/// Deterministic incompressible bytes (xorshift64*).
+fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn bench_get() {
+    use support::image::{Entry, OCI_LAYER_GZIP, gzip, tar};
+    const MIB: usize = 1 << 20;
+    println!(
+        "== get: a 3-layer image (20,000 small files; 120 MiB random; 120 MiB compressible), gzip"
+    );
+    let small: Vec<Entry> = (0..20_000)
+        .map(|i| {
+            Entry::file(
+                &format!("small/d{:03}/f{i:05}.txt", i / 100),
+                format!("file {i}\n").repeat(8),
+            )
+        })
+        .collect();
+    let small = tar(&small);
+    let random = tar(&[Entry::file(
+        "random.bin",
+        random_bytes(120 * MIB, 0x9e37_79b9_7f4a_7c15),
+    )]);
+    let text: Vec<u8> = (0..)
+        .flat_map(|i: u64| {
+            format!(
+                "line {i}: the quick brown fox jumps over the lazy dog {}\n",
+                i % 977
+            )
+            .into_bytes()
+        })
+        .take(120 * MIB)
+        .collect();
+    let text = tar(&[Entry::file("text.log", text)]);
+    let uncompressed = small.len() + random.len() + text.len();
+    let layers: Vec<(Vec<u8>, Vec<u8>, &str)> = [small, random, text]
+        .into_iter()
+        .map(|l| {
+            let gz = gzip(&l);
+            (l, gz, OCI_LAYER_GZIP)
+        })
+        .collect();
+    let compressed: usize = layers.iter().map(|(_, gz, _)| gz.len()).sum();
+    let img = TestImage::from_blobs(layers, json!({}), ("linux", "amd64"));
+    let registry = TestRegistry::plain();
+    let digest = registry.push("bench/big", "latest", &img);
+    drop(img);
+    println!(
+        "  image: {} MiB uncompressed, {} MiB compressed",
+        uncompressed / MIB,
+        compressed / MIB
+    );
+
+    let shm = std::path::Path::new("/dev/shm/registry-image-bench");
+    let _ = std::fs::remove_dir_all(shm);
+    std::fs::create_dir_all(shm).unwrap();
+    let request = json!({"source": {"repository": registry.repo("bench/big")}, "version": {"tag": "latest", "digest": digest}});
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    let (mut ours_rss, mut peer_rss) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let dest = shm.join(format!("ours-{run}"));
+        std::fs::create_dir_all(&dest).unwrap();
+        let program = support::resource_dir().join("in");
+        let m = measure::run(
+            &program,
+            &[dest.clone().into()],
+            &[],
+            request.to_string().as_bytes(),
+        );
+        assert!(m.success, "in failed: {}", m.stderr);
+        ours.push(m.wall);
+        ours_rss.push(m.max_rss_kib);
+        std::fs::remove_dir_all(&dest).unwrap();
+
+        let layout = shm.join(format!("peer-{run}"));
+        let copy: Vec<std::ffi::OsString> = vec![
+            "copy".into(),
+            "--quiet".into(),
+            "--src-tls-verify=false".into(),
+            format!("docker://{}/bench/big@{digest}", registry.host()).into(),
+            format!("oci:{}:latest", layout.display()).into(),
+        ];
+        let a = measure::run(Path::new("/usr/bin/skopeo"), &copy, &[], b"");
+        assert!(a.success, "skopeo: {}", a.stderr);
+        let unpack: Vec<std::ffi::OsString> = vec![
+            "raw".into(),
+            "unpack".into(),
+            "--image".into(),
+            format!("{}:latest", layout.display()).into(),
+            shm.join(format!("peer-rootfs-{run}")).into(),
+        ];
+        let b = measure::run(Path::new("/usr/bin/umoci"), &unpack, &[], b"");
+        assert!(b.success, "umoci: {}", b.stderr);
+        peer.push(a.wall + b.wall);
+        peer_rss.push(a.max_rss_kib.max(b.max_rss_kib));
+        std::fs::remove_dir_all(&layout).unwrap();
+        std::fs::remove_dir_all(shm.join(format!("peer-rootfs-{run}"))).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(shm);
+    let (o, p) = (median(ours), median(peer));
+    println!("  rootfs to tmpfs, median of {RUNS} alternating runs:");
+    println!(
+        "    ours (in):                     {}   peak RSS {} MiB",
+        ms(o),
+        median_u64(ours_rss) / 1024
+    );
+    println!(
+        "    skopeo copy + umoci raw unpack: {}   peak RSS {} MiB",
+        ms(p),
+        median_u64(peer_rss) / 1024
+    );
+    println!(
+        "    ratio ours/peer: {:.2}x",
+        o.as_secs_f64() / p.as_secs_f64()
     );
 }
 

@@ -1,6 +1,12 @@
 //! Running a program and measuring it: wall time, CPU time and peak RSS of
-//! that one child (wait4), and medians of alternating runs.
+//! that one process, and medians of alternating runs.
+//!
+//! Linux carries a parent's RSS high-water mark into a child's `maxrss` at
+//! exec, and the benchmark process holds whole test images in memory. So a
+//! command is measured through a fresh, small copy of this binary
+//! (`__measure` mode) that spawns it and reports its wait4 usage.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,11 +21,23 @@ pub struct Measurement {
     pub success: bool,
 }
 
-/// Runs `command` with `stdin`, waiting with wait4 to get its own rusage.
-// The child is reaped by wait4, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-pub fn run(mut command: Command, stdin: &[u8]) -> Measurement {
+const MARK: &str = "__rusage ";
+
+/// Runs `program args` with only `envs` (plus PATH) and `stdin`.
+pub fn run(
+    program: &std::path::Path,
+    args: &[OsString],
+    envs: &[(&str, String)],
+    stdin: &[u8],
+) -> Measurement {
+    let mut command = Command::new(std::env::current_exe().unwrap());
     command
+        .arg("__measure")
+        .arg(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -37,28 +55,51 @@ pub fn run(mut command: Command, stdin: &[u8]) -> Measurement {
         out.read_to_string(&mut s).unwrap();
         s
     });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        err.read_to_string(&mut s).unwrap();
-        s
-    });
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value, and wait4 fills it in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our child's and has not been waited for.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+    let mut stderr = String::new();
+    err.read_to_string(&mut stderr).unwrap();
+    let status = child.wait().unwrap();
     let wall = started.elapsed();
     writer.join().unwrap();
-    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    let line = stderr
+        .lines()
+        .rfind(|l| l.starts_with(MARK))
+        .unwrap_or("__rusage 1 0 0")
+        .to_owned();
+    let numbers: Vec<u64> = line[MARK.len()..]
+        .split(' ')
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
     Measurement {
         wall,
-        cpu,
-        max_rss_kib: usage.ru_maxrss as u64,
+        cpu: Duration::from_micros(numbers[1]),
+        max_rss_kib: numbers[2],
         stdout: reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        stderr: stderr.replace(&format!("{line}\n"), ""),
+        success: status.success() && numbers[0] == 0,
     }
+}
+
+/// The `__measure PROGRAM ARGS…` mode: run the program with inherited stdio,
+/// then print `__rusage <exit> <cpu µs> <maxrss KiB>` on stderr.
+pub fn measure_mode(args: &[String]) -> ! {
+    let child = Command::new(&args[0])
+        .args(&args[1..])
+        .spawn()
+        .expect("spawn");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own child's and has not been reaped.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let exit = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128
+    };
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    eprintln!("{MARK}{exit} {} {}", cpu.as_micros(), usage.ru_maxrss);
+    std::process::exit(0)
 }
 
 fn tv(t: libc::timeval) -> Duration {
