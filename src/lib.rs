@@ -9,6 +9,7 @@ pub mod concourse;
 pub mod get;
 pub mod image;
 pub mod logging;
+pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod semver;

@@ -670,3 +670,41 @@ fn umoci_unpacks_the_same_tree() {
         tree(&work.path().join("rootfs"))
     );
 }
+
+#[test]
+fn progress_bars_in_a_pipe_and_lines_under_debug() {
+    let r = TestRegistry::plain();
+    let layer = tar(&[Entry::file("data", vec![7u8; 200_000])]);
+    let digest = r.push(
+        "progress/image",
+        "latest",
+        &amd64(vec![layer.clone()], json!({})),
+    );
+    let short = &image::sha256(&layer)[7..19];
+    let dest = tempfile::tempdir().unwrap();
+    let out = get(
+        dest.path(),
+        json!({"repository": r.repo("progress/image")}),
+        json!({"digest": digest}),
+        json!({}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(short) && out.stderr.contains("KiB"),
+        "a bar for the layer: {:?}",
+        out.stderr
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let out = get(
+        dest.path(),
+        json!({"repository": r.repo("progress/image"), "debug": true}),
+        json!({"digest": digest}),
+        json!({}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("layer 1/1") && !out.stderr.contains("KiB/"),
+        "lines, no bars: {:?}",
+        out.stderr
+    );
+}

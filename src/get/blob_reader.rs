@@ -13,21 +13,31 @@ pub struct BlobReader {
     rx: Receiver<BlobChunk>,
     current: Bytes,
     verified: bool,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl BlobReader {
-    pub fn new(rx: Receiver<BlobChunk>) -> Self {
+    /// A reader that advances `bar`, if any, as the blob is consumed.
+    pub fn new(rx: Receiver<BlobChunk>, bar: Option<indicatif::ProgressBar>) -> Self {
         BlobReader {
             rx,
             current: Bytes::new(),
             verified: false,
+            bar,
         }
     }
 
     /// Reads (and discards) the rest of the blob, to its verification:
     /// decompressors and tar stop before the end of their input.
     pub fn finish(&mut self) -> io::Result<()> {
-        io::copy(self, &mut io::sink()).map(|_| ())
+        let result = io::copy(self, &mut io::sink()).map(|_| ());
+        if let Some(bar) = &self.bar {
+            match &result {
+                Ok(()) => bar.finish(),
+                Err(_) => bar.abandon(),
+            }
+        }
+        result
     }
 }
 
@@ -38,6 +48,9 @@ impl Read for BlobReader {
                 let n = buf.len().min(self.current.len());
                 buf[..n].copy_from_slice(&self.current[..n]);
                 self.current.advance(n);
+                if let Some(bar) = &self.bar {
+                    bar.inc(n as u64);
+                }
                 return Ok(n);
             }
             if self.verified {

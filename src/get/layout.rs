@@ -12,6 +12,7 @@ use super::metadata::write_file;
 use super::{pipeline, settle};
 use crate::image::manifest::{Descriptor, parse_index, parse_manifest};
 use crate::image::{Digest, media_type};
+use crate::progress::Progress;
 use crate::reference::{Repository, Target};
 use crate::registry::{Manifest, RegistryClient};
 
@@ -21,6 +22,7 @@ const LAYOUT_FILE: &[u8] = b"{\n    \"imageLayoutVersion\": \"1.0.0\"\n}";
 pub async fn write(
     client: &Arc<RegistryClient>,
     repository: &Repository,
+    progress: &Progress,
     top: &Manifest,
     dest: &Path,
 ) -> anyhow::Result<()> {
@@ -35,7 +37,12 @@ pub async fn write(
         let blobs = partial.join("blobs/sha256");
         tokio::fs::create_dir_all(&blobs).await?;
         write_file(&partial.join("oci-layout"), LAYOUT_FILE)?;
-        let writer = LayoutWriter { client: client.clone(), repository: repository.clone(), blobs };
+        let writer = LayoutWriter {
+            client: client.clone(),
+            repository: repository.clone(),
+            progress: progress.clone(),
+            blobs,
+        };
         if media_type::is_index(&top.media_type) {
             write_file(&partial.join("index.json"), &top.bytes)?;
             writer.children(&top.bytes, 0).await?;
@@ -68,6 +75,7 @@ pub async fn write(
 struct LayoutWriter {
     client: Arc<RegistryClient>,
     repository: Repository,
+    progress: Progress,
     blobs: PathBuf,
 }
 
@@ -133,17 +141,23 @@ impl LayoutWriter {
             }
         }
         let dir = self.blobs.clone();
-        pipeline(&self.client, &self.repository, &missing, move |readers| {
-            for (blob, mut reader) in readers {
-                let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-                let copied = std::io::copy(&mut reader, &mut tmp)
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from);
-                settle(&blob.digest, &mut reader, copied)?;
-                tmp.persist(dir.join(blob.digest()?.hex()))?;
-            }
-            Ok(())
-        })
+        pipeline(
+            &self.client,
+            &self.repository,
+            &self.progress,
+            &missing,
+            move |readers| {
+                for (blob, mut reader) in readers {
+                    let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+                    let copied = std::io::copy(&mut reader, &mut tmp)
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from);
+                    settle(&blob.digest, &mut reader, copied)?;
+                    tmp.persist(dir.join(blob.digest()?.hex()))?;
+                }
+                Ok(())
+            },
+        )
         .await
     }
 }

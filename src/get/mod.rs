@@ -29,6 +29,7 @@ use crate::image::manifest::{
     Descriptor, ImageManifest, parse_config, parse_index, parse_manifest,
 };
 use crate::image::{Digest, Platform, compression, media_type, platform};
+use crate::progress::Progress;
 use crate::reference::{Repository, Target};
 use crate::registry::{Manifest, RegistryClient};
 
@@ -83,6 +84,7 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
     )?);
 
     tracing::info!("fetching {}@{digest}", source.repository);
+    let progress = Progress::new(source.debug);
     let fetched = async {
         let top = client
             .get_manifest(&repository, &Target::Digest(digest.clone()))
@@ -92,7 +94,7 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         let writes_image = !params.skip_download && format != Format::OciLayout;
         if format == Format::OciLayout && !params.skip_download {
             // Every platform, as served: no platform choice.
-            layout::write(&client, &repository, &top, dest).await?;
+            layout::write(&client, &repository, &progress, &top, dest).await?;
         }
         if !writes_image && !wants_metadata {
             return Ok(None);
@@ -105,7 +107,7 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         let config = parse_config(&config_bytes)?;
         if writes_image {
             if format == Format::Rootfs {
-                write_rootfs(&client, &repository, &image, dest).await?;
+                write_rootfs(&client, &repository, &progress, &image, dest).await?;
                 metadata::write_file(
                     &dest.join("metadata.json"),
                     &metadata::metadata_json(&config),
@@ -113,14 +115,24 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
             } else {
                 // Named after the origin repository and tag, fully qualified.
                 let repo_tag = format!("{repository}:{}", version.tag);
-                tarball::write(&client, &repository, &image, config_bytes, repo_tag, dest).await?;
+                tarball::write(
+                    &client,
+                    &repository,
+                    &progress,
+                    &image,
+                    config_bytes,
+                    repo_tag,
+                    dest,
+                )
+                .await?;
             }
             metadata::write_file(&dest.join("labels.json"), &metadata::labels_json(&config))?;
         }
         Ok::<_, anyhow::Error>(Some((image, config)))
     }
-    .await
-    .context("download failed")?;
+    .await;
+    progress.finish();
+    let fetched = fetched.context("download failed")?;
 
     for (name, value) in [
         ("tag", &version.tag),
@@ -202,6 +214,7 @@ async fn resolve_image(
 async fn write_rootfs(
     client: &Arc<RegistryClient>,
     repository: &Repository,
+    progress: &Progress,
     image: &ImageManifest,
     dest: &Path,
 ) -> anyhow::Result<()> {
@@ -214,7 +227,7 @@ async fn write_rootfs(
                 .with_context(|| format!("removing {}", stale.display()))?;
         }
     }
-    let result = unpack_layers(client, repository, &image.layers, partial.clone()).await;
+    let result = unpack_layers(client, repository, progress, &image.layers, partial.clone()).await;
     match result {
         Ok(()) => tokio::fs::rename(&partial, &target)
             .await
@@ -233,6 +246,7 @@ async fn write_rootfs(
 async fn pipeline<T: Send + 'static>(
     client: &Arc<RegistryClient>,
     repository: &Repository,
+    progress: &Progress,
     blobs: &[Descriptor],
     consume: impl FnOnce(Vec<(Descriptor, BlobReader)>) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
@@ -241,7 +255,8 @@ async fn pipeline<T: Send + 'static>(
     let permits = Arc::new(Semaphore::new(LAYER_CONCURRENCY));
     for blob in blobs {
         let (tx, rx) = mpsc::channel(CHUNKS_PER_LAYER);
-        readers.push((blob.clone(), BlobReader::new(rx)));
+        let bar = progress.blob(&blob.digest, blob.size);
+        readers.push((blob.clone(), BlobReader::new(rx, bar)));
         let digest = blob.digest()?;
         let size = blob.size;
         let client = client.clone();
@@ -287,10 +302,12 @@ fn settle(digest: &str, reader: &mut BlobReader, used: anyhow::Result<()>) -> an
 async fn unpack_layers(
     client: &Arc<RegistryClient>,
     repository: &Repository,
+    progress: &Progress,
     layers: &[Descriptor],
     root: PathBuf,
 ) -> anyhow::Result<()> {
-    let skipped = pipeline(client, repository, layers, move |readers| {
+    let log_lines = progress.is_lines();
+    let skipped = pipeline(client, repository, progress, layers, move |readers| {
         let total = readers.len();
         let mut writer = RootfsWriter::new(&root)?;
         for (i, (layer, mut reader)) in readers.into_iter().enumerate() {
@@ -299,12 +316,14 @@ async fn unpack_layers(
                 .map_err(anyhow::Error::from)
                 .and_then(|stream| writer.apply_layer(stream));
             settle(&layer.digest, &mut reader, applied)?;
-            tracing::info!(
-                "layer {}/{total} {}: unpacked in {} ms",
-                i + 1,
-                layer.digest,
-                started.elapsed().as_millis()
-            );
+            if log_lines {
+                tracing::info!(
+                    "layer {}/{total} {}: unpacked in {} ms",
+                    i + 1,
+                    layer.digest,
+                    started.elapsed().as_millis()
+                );
+            }
         }
         writer.finish()
     })

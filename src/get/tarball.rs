@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{pipeline, settle};
 use crate::image::manifest::{Descriptor, ImageManifest};
+use crate::progress::Progress;
 use crate::reference::Repository;
 use crate::registry::RegistryClient;
 
@@ -41,6 +42,7 @@ fn header(size: u64) -> tar::Header {
 pub async fn write(
     client: &Arc<RegistryClient>,
     repository: &Repository,
+    progress: &Progress,
     image: &ImageManifest,
     config: Vec<u8>,
     repo_tag: String,
@@ -63,7 +65,7 @@ pub async fn write(
     }]))?;
     let tmp = tempfile::NamedTempFile::new_in(dest).context("creating image.tar")?;
     let target = dest.join("image.tar");
-    pipeline(client, repository, &distinct, move |readers| {
+    pipeline(client, repository, progress, &distinct, move |readers| {
         let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
         builder.append_data(
             &mut header(config.len() as u64),
