@@ -405,6 +405,14 @@ fn a_dropped_connection_resumes_with_range() {
     let img = amd64(vec![layer.clone()], json!({}));
     let digest = r.push("resume/image", "latest", &img);
     let blob_path = format!("/blobs/{}", image::sha256(&layer));
+    proxy.inject(Some("GET"), "/v2/", Fault::Status(429, Some(1)), 1);
+    proxy.inject(Some("GET"), "/manifests/", Fault::Status(429, Some(1)), 1);
+    proxy.inject(
+        Some("GET"),
+        &format!("/blobs/{}", img.config_digest()),
+        Fault::Status(502, None),
+        1,
+    );
     proxy.inject(Some("GET"), &blob_path, Fault::DropAfter(1_000_000), 1);
     proxy.inject(Some("GET"), &blob_path, Fault::Status(503, None), 1);
     let dest = tempfile::tempdir().unwrap();
@@ -707,4 +715,28 @@ fn progress_bars_in_a_pipe_and_lines_under_debug() {
         "lines, no bars: {:?}",
         out.stderr
     );
+}
+
+#[test]
+fn buildkit_nested_index_is_unwrapped() {
+    let r = TestRegistry::plain();
+    let amd = amd64(vec![tar(&[Entry::file("arch", "amd64")])], json!({}));
+    r.push("nested/image", &amd.digest(), &amd);
+    let inner = image::index(&[(&amd, "linux", "amd64")]);
+    let inner_digest = r.put_manifest("nested/image", "inner", image::OCI_INDEX, &inner);
+    let outer = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": image::OCI_INDEX, "manifests": [
+        {"mediaType": image::OCI_INDEX, "digest": inner_digest, "size": inner.len()}]}),
+    )
+    .unwrap();
+    let digest = r.put_manifest("nested/image", "latest", image::OCI_INDEX, &outer);
+    let dest = tempfile::tempdir().unwrap();
+    let out = get(
+        dest.path(),
+        json!({"repository": r.repo("nested/image")}),
+        json!({"digest": digest}),
+        json!({"platform": {"os": "linux", "architecture": "amd64"}}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(read(dest.path().join("rootfs/arch")), "amd64");
 }
