@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 use support::image::{self, TestImage};
 use support::proxy::{Fault, FaultProxy};
-use support::{TestRegistry, run_step};
+use support::{TestRegistry, run_step, versions};
 
 /// Pushes `tags`; tags sharing a letter share an image. Returns tag → digest.
 fn push_tags(
@@ -41,18 +41,7 @@ fn check(repository: &str, source: Value, version: Value) -> support::StepOutput
 
 /// Runs a check and asserts the reported tags, each with its own digest.
 fn expect(out: support::StepOutput, digests: &HashMap<String, String>, expected: &[&str]) {
-    let got: Vec<(String, String)> = out
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            (
-                v["tag"].as_str().unwrap().to_owned(),
-                v["digest"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let got = versions(&out);
     let tags: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(tags, expected, "stderr: {}", out.stderr);
     for (tag, digest) in &got {
@@ -67,18 +56,7 @@ fn expect_unordered(
     digests: &HashMap<String, String>,
     expected: &[&str],
 ) {
-    let mut got: Vec<(String, String)> = out
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            (
-                v["tag"].as_str().unwrap().to_owned(),
-                v["digest"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let mut got = versions(&out);
     got.sort();
     let mut want: Vec<(String, String)> = expected
         .iter()
@@ -96,13 +74,7 @@ fn regex_scenario(
     source: Value,
     expected: &[&str],
 ) {
-    let repo = format!("scenario/{name}");
-    let digests = push_tags(registry, &repo, tags);
-    expect_unordered(
-        check(&registry.repo(&repo), source, Value::Null),
-        &digests,
-        expected,
-    );
+    run_scenario(registry, name, tags, source, expected, expect_unordered)
 }
 
 /// One scenario of the original's table, in its own repository.
@@ -113,9 +85,20 @@ fn scenario(
     source: Value,
     expected: &[&str],
 ) {
+    run_scenario(registry, name, tags, source, expected, expect)
+}
+
+fn run_scenario(
+    registry: &TestRegistry,
+    name: &str,
+    tags: &[(&str, char)],
+    source: Value,
+    expected: &[&str],
+    compare: fn(support::StepOutput, &HashMap<String, String>, &[&str]),
+) {
     let repo = format!("scenario/{name}");
     let digests = push_tags(registry, &repo, tags);
-    expect(
+    compare(
         check(&registry.repo(&repo), source, Value::Null),
         &digests,
         expected,

@@ -4,26 +4,10 @@ mod support;
 
 use serde_json::{Value, json};
 use support::image::{self, TestImage, write_oci_layout};
-use support::{TestRegistry, run_step};
+use support::{TestRegistry, run_step, versions};
 
 fn check(source: Value, version: Value) -> support::StepOutput {
     run_step("check", &[], &json!({"source": source, "version": version}))
-}
-
-fn versions(out: &support::StepOutput) -> Vec<(String, String)> {
-    out.json()
-        .as_array()
-        .expect("check prints an array")
-        .iter()
-        .map(|v| {
-            let obj = v.as_object().unwrap();
-            assert_eq!(obj.len(), 2, "a version has exactly tag and digest: {v}");
-            (
-                v["tag"].as_str().unwrap().to_owned(),
-                v["digest"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 fn pair(tag: &str, digest: &str) -> (String, String) {

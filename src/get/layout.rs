@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::metadata::write_file;
+use super::staged::Staged;
 use super::{pipeline, settle};
 use crate::image::manifest::{Descriptor, parse_index, parse_manifest};
 use crate::image::{Digest, media_type};
@@ -26,14 +27,9 @@ pub async fn write(
     top: &Manifest,
     dest: &Path,
 ) -> anyhow::Result<()> {
-    let partial = dest.join(".oci.partial");
-    let target = dest.join("oci");
-    for stale in [&partial, &target] {
-        if stale.exists() {
-            tokio::fs::remove_dir_all(stale).await?;
-        }
-    }
-    let result = async {
+    let staged = Staged::new(dest, "oci").await?;
+    let partial = staged.path();
+    let built = async {
         let blobs = partial.join("blobs/sha256");
         tokio::fs::create_dir_all(&blobs).await?;
         write_file(&partial.join("oci-layout"), LAYOUT_FILE)?;
@@ -63,13 +59,10 @@ pub async fn write(
             write_file(&partial.join("index.json"), &serde_json::to_vec(&index)?)?;
             write_file(&partial.join("single-image-digest"), top.digest.to_string().as_bytes())?;
         }
-        tokio::fs::rename(&partial, &target).await.context("moving the layout into place")
+        Ok(())
     }
     .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_dir_all(&partial).await;
-    }
-    result
+    staged.commit(built).await
 }
 
 struct LayoutWriter {

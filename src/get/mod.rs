@@ -11,6 +11,7 @@ mod layout;
 mod metadata;
 mod rootfs;
 mod safe_path;
+mod staged;
 mod tarball;
 
 use std::io::BufReader;
@@ -23,6 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use self::blob_reader::BlobReader;
 use self::rootfs::RootfsWriter;
+use self::staged::Staged;
 use crate::auth::Access;
 use crate::concourse::{InRequest, MetadataField, StepResponse};
 use crate::image::manifest::{
@@ -218,25 +220,10 @@ async fn write_rootfs(
     image: &ImageManifest,
     dest: &Path,
 ) -> anyhow::Result<()> {
-    let partial = dest.join(".rootfs.partial");
-    let target = dest.join("rootfs");
-    for stale in [&partial, &target] {
-        if stale.exists() {
-            tokio::fs::remove_dir_all(stale)
-                .await
-                .with_context(|| format!("removing {}", stale.display()))?;
-        }
-    }
-    let result = unpack_layers(client, repository, progress, &image.layers, partial.clone()).await;
-    match result {
-        Ok(()) => tokio::fs::rename(&partial, &target)
-            .await
-            .with_context(|| format!("moving the rootfs into {}", target.display())),
-        Err(e) => {
-            let _ = tokio::fs::remove_dir_all(&partial).await;
-            Err(e)
-        }
-    }
+    let staged = Staged::new(dest, "rootfs").await?;
+    let root = staged.path().to_path_buf();
+    let built = unpack_layers(client, repository, progress, &image.layers, root).await;
+    staged.commit(built).await
 }
 
 /// Downloads `blobs` concurrently (bounded, in order) while `consume` reads

@@ -94,6 +94,24 @@ impl StepOutput {
     }
 }
 
+/// The versions a `check` printed, as (tag, digest); each must have exactly
+/// those two keys.
+pub fn versions(out: &StepOutput) -> Vec<(String, String)> {
+    out.json()
+        .as_array()
+        .expect("check prints an array")
+        .iter()
+        .map(|v| {
+            let obj = v.as_object().unwrap();
+            assert_eq!(obj.len(), 2, "a version has exactly tag and digest: {v}");
+            (
+                v["tag"].as_str().unwrap().to_owned(),
+                v["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Runs `/opt/resource/<step> [args]` with `request` on stdin.
 pub fn run_step(step: &str, args: &[&str], request: &serde_json::Value) -> StepOutput {
     run_program(
