@@ -740,3 +740,61 @@ fn buildkit_nested_index_is_unwrapped() {
     assert!(out.success, "{}", out.stderr);
     assert_eq!(read(dest.path().join("rootfs/arch")), "amd64");
 }
+
+#[test]
+fn a_registry_that_ignores_range_restarts_the_blob() {
+    let r = TestRegistry::plain();
+    let proxy = FaultProxy::start(&r);
+    proxy.ignore_range();
+    let big: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let layer = tar(&[Entry::file("big", &big)]);
+    let digest = r.push(
+        "norange/image",
+        "latest",
+        &amd64(vec![layer.clone()], json!({})),
+    );
+    let blob_path = format!("/blobs/{}", image::sha256(&layer));
+    proxy.inject(Some("GET"), &blob_path, Fault::DropAfter(700_000), 1);
+    let dest = tempfile::tempdir().unwrap();
+    let out = get(
+        dest.path(),
+        json!({"repository": proxy.repo("norange/image")}),
+        json!({"digest": digest}),
+        json!({}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(std::fs::read(dest.path().join("rootfs/big")).unwrap(), big);
+    assert_eq!(proxy.count("GET", &blob_path), 2);
+}
+
+#[test]
+fn device_nodes_are_created_when_root() {
+    let r = TestRegistry::plain();
+    let layer = tar(&[Entry::char_device("dev/null", 1, 3), Entry::file("ok", "1")]);
+    let digest = r.push("dev/image", "latest", &amd64(vec![layer], json!({})));
+    let dest = tempfile::tempdir().unwrap();
+    let out = get(
+        dest.path(),
+        json!({"repository": r.repo("dev/image")}),
+        json!({"digest": digest}),
+        json!({}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    let node = dest.path().join("rootfs/dev/null");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::symlink_metadata(&node).unwrap();
+        assert!(meta.file_type().is_char_device());
+        assert_eq!(meta.rdev(), libc::makedev(1, 3));
+    } else {
+        assert!(!node.exists());
+        assert!(
+            out.stderr.contains("skipped 1 device nodes"),
+            "{}",
+            out.stderr
+        );
+    }
+}

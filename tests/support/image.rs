@@ -27,6 +27,7 @@ pub struct Entry {
     uid: u64,
     gid: u64,
     mtime: u64,
+    device: (u32, u32),
 }
 
 impl Entry {
@@ -40,6 +41,7 @@ impl Entry {
             uid: 0,
             gid: 0,
             mtime: 1_700_000_000,
+            device: (0, 0),
         }
     }
     pub fn file(path: &str, contents: impl AsRef<[u8]>) -> Self {
@@ -58,6 +60,11 @@ impl Entry {
     pub fn hardlink(path: &str, target: &str) -> Self {
         let mut e = Self::new(path, tar::EntryType::Link, 0o644);
         e.link = target.into();
+        e
+    }
+    pub fn char_device(path: &str, major: u32, minor: u32) -> Self {
+        let mut e = Self::new(path, tar::EntryType::Char, 0o666);
+        e.device = (major, minor);
         e
     }
     pub fn fifo(path: &str) -> Self {
@@ -95,6 +102,10 @@ pub fn tar(entries: &[Entry]) -> Vec<u8> {
         header.set_gid(e.gid);
         header.set_mtime(e.mtime);
         header.set_size(e.contents.len() as u64);
+        if e.kind == tar::EntryType::Char {
+            header.set_device_major(e.device.0).unwrap();
+            header.set_device_minor(e.device.1).unwrap();
+        }
         header.set_cksum();
         builder.append(&header, e.contents.as_slice()).unwrap();
     }

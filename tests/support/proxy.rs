@@ -35,6 +35,7 @@ struct Settings {
     latency: std::time::Duration,
     page_size: Option<usize>,
     strip_head_digest: bool,
+    ignore_range: bool,
     rules: Vec<Rule>,
     log: Vec<(String, String)>,
 }
@@ -102,6 +103,12 @@ impl FaultProxy {
     /// Delay every answer by `latency`, as a remote registry's round trip.
     pub fn set_latency(&self, latency: std::time::Duration) {
         self.state.settings.lock().unwrap().latency = latency;
+    }
+
+    /// Drop `Range` from requests, as registries that do not support it
+    /// behave: they answer 200 with the whole blob.
+    pub fn ignore_range(&self) {
+        self.state.settings.lock().unwrap().ignore_range = true;
     }
 
     /// Drop `Docker-Content-Digest` from HEAD answers (some registries do).
@@ -221,7 +228,11 @@ async fn forward(state: &ProxyState, request: Request) -> Response {
             .unwrap_or("/")
     );
     let mut upstream = state.http.request(parts.method.clone(), url);
+    let ignore_range = state.settings.lock().unwrap().ignore_range;
     for (name, value) in parts.headers.iter() {
+        if ignore_range && name.as_str() == "range" {
+            continue;
+        }
         if !matches!(
             name.as_str(),
             "host" | "connection" | "content-length" | "transfer-encoding"
