@@ -10,6 +10,7 @@ pub mod get;
 pub mod image;
 pub mod logging;
 pub mod progress;
+pub mod put;
 pub mod reference;
 pub mod registry;
 pub mod semver;
