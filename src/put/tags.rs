@@ -172,10 +172,20 @@ mod tests {
         v
     }
 
+    /// name, existing tags, variant, version, bump_aliases, pushed tags.
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a str,
+        &'a str,
+        bool,
+        &'a [&'a str],
+    );
+
     /// The original's push table (spec §9.4, P1–P21), as sets of tags.
     #[test]
     fn bump_aliases_table() {
-        let cases: &[(&str, &[&str], &str, &str, bool, &[&str])] = &[
+        let cases: &[Case] = &[
             ("P1", &[], "", "1.2.3", false, &["1.2.3"]),
             ("P2", &[], "ubuntu", "1.2.3", false, &["1.2.3-ubuntu"]),
             (
