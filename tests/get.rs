@@ -798,3 +798,40 @@ fn device_nodes_are_created_when_root() {
         );
     }
 }
+
+#[test]
+fn extended_attributes_are_kept() {
+    let r = TestRegistry::plain();
+    // cap_net_raw+ep, as `ping` carries it.
+    let capability = [
+        1u8, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let layer = tar(&[
+        Entry::file("bin/ping", "elf")
+            .mode(0o755)
+            .owner(0, 0)
+            .xattr("security.capability", &capability),
+        Entry::file("data", "x").xattr("user.origin", b"layer one"),
+    ]);
+    let digest = r.push("xattr/image", "latest", &amd64(vec![layer], json!({})));
+    let dest = tempfile::tempdir().unwrap();
+    let out = get(
+        dest.path(),
+        json!({"repository": r.repo("xattr/image")}),
+        json!({"digest": digest}),
+        json!({}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    let read_xattr = |path: &str, name: &str| -> Vec<u8> {
+        let mut buf = vec![0u8; 256];
+        let n = rustix::fs::getxattr(dest.path().join("rootfs").join(path), name, &mut buf)
+            .unwrap_or_else(|e| panic!("{path} {name}: {e}"));
+        buf.truncate(n);
+        buf
+    };
+    assert_eq!(read_xattr("data", "user.origin"), b"layer one");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(read_xattr("bin/ping", "security.capability"), capability);
+    }
+}

@@ -29,6 +29,8 @@ pub struct RootfsWriter {
     /// (creating children changes a directory's mtime).
     directories: HashMap<PathBuf, (u32, FileTime)>,
     skipped_devices: usize,
+    /// Extended attributes the filesystem or our privileges refused.
+    skipped_xattrs: usize,
 }
 
 impl RootfsWriter {
@@ -39,6 +41,7 @@ impl RootfsWriter {
             privileged: rustix::process::geteuid().is_root(),
             directories: HashMap::new(),
             skipped_devices: 0,
+            skipped_xattrs: 0,
         })
     }
 
@@ -66,6 +69,7 @@ impl RootfsWriter {
         if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
             return Ok(());
         }
+        let xattrs = xattrs(entry)?;
         let components = entry_components(name)?;
         let Some((base, parents)) = components.split_last() else {
             return Ok(()); // the root itself
@@ -171,6 +175,21 @@ impl RootfsWriter {
             }
             other => bail!("unsupported entry type {other:?}"),
         }
+        // After ownership: a chown clears security.capability.
+        if !matches!(kind, EntryType::Symlink | EntryType::Link) {
+            for (key, value) in &xattrs {
+                if rustix::fs::lsetxattr(
+                    &path,
+                    key.as_str(),
+                    value,
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .is_err()
+                {
+                    self.skipped_xattrs += 1;
+                }
+            }
+        }
         written.insert(path);
         Ok(())
     }
@@ -186,6 +205,12 @@ impl RootfsWriter {
     /// Applies directory modes and mtimes, deepest first. Returns how many
     /// device nodes were skipped for lack of privileges.
     pub fn finish(self) -> anyhow::Result<usize> {
+        if self.skipped_xattrs > 0 {
+            tracing::warn!(
+                "{} extended attributes could not be set (unsupported by the filesystem, or needing root)",
+                self.skipped_xattrs
+            );
+        }
         let mut dirs: Vec<(PathBuf, (u32, FileTime))> = self.directories.into_iter().collect();
         dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (path, (mode, mtime)) in dirs {
@@ -200,6 +225,23 @@ impl RootfsWriter {
         }
         Ok(self.skipped_devices)
     }
+}
+
+/// The extended attributes a PAX header gives an entry (`SCHILY.xattr.*`,
+/// e.g. `security.capability` for file capabilities).
+fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut found = Vec::new();
+    if let Some(extensions) = entry.pax_extensions().context("reading PAX headers")? {
+        for extension in extensions {
+            let extension = extension.context("reading PAX headers")?;
+            if let Ok(key) = extension.key()
+                && let Some(name) = key.strip_prefix("SCHILY.xattr.")
+            {
+                found.push((name.to_owned(), extension.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {

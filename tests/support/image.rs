@@ -28,6 +28,7 @@ pub struct Entry {
     gid: u64,
     mtime: u64,
     device: (u32, u32),
+    xattrs: Vec<(String, Vec<u8>)>,
 }
 
 impl Entry {
@@ -42,6 +43,7 @@ impl Entry {
             gid: 0,
             mtime: 1_700_000_000,
             device: (0, 0),
+            xattrs: Vec::new(),
         }
     }
     pub fn file(path: &str, contents: impl AsRef<[u8]>) -> Self {
@@ -70,6 +72,11 @@ impl Entry {
     pub fn fifo(path: &str) -> Self {
         Self::new(path, tar::EntryType::Fifo, 0o600)
     }
+    /// An extended attribute, carried in a PAX header as `SCHILY.xattr.<name>`.
+    pub fn xattr(mut self, name: &str, value: &[u8]) -> Self {
+        self.xattrs.push((name.into(), value.to_vec()));
+        self
+    }
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
@@ -89,6 +96,31 @@ impl Entry {
 pub fn tar(entries: &[Entry]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for e in entries {
+        if !e.xattrs.is_empty() {
+            let mut records = Vec::new();
+            for (name, value) in &e.xattrs {
+                let body = [
+                    format!(" SCHILY.xattr.{name}=").into_bytes(),
+                    value.clone(),
+                    b"\n".to_vec(),
+                ]
+                .concat();
+                // The record length counts its own digits.
+                let mut len = body.len() + 1;
+                while len.to_string().len() + body.len() != len {
+                    len += 1;
+                }
+                records.extend(len.to_string().into_bytes());
+                records.extend(body);
+            }
+            let mut pax = tar::Header::new_ustar();
+            pax.set_path("PaxHeaders/entry").unwrap();
+            pax.set_entry_type(tar::EntryType::XHeader);
+            pax.set_size(records.len() as u64);
+            pax.set_mode(0o644);
+            pax.set_cksum();
+            builder.append(&pax, records.as_slice()).unwrap();
+        }
         let mut header = tar::Header::new_gnu();
         assert!(
             e.name.len() < 100 && e.link.len() < 100,
