@@ -188,14 +188,14 @@ impl Source {
         if !self.tag.is_empty() {
             reference::validate_tag(&self.tag).context("source.tag")?;
         }
-        compile_regex("source.tag_regex", &self.tag_regex)?;
+        self.tag_regex()?;
         if !self.semver_constraint.is_empty() {
             self.semver_constraint
                 .parse::<crate::semver::Constraints>()
                 .context("source.semver_constraint: parse semver constraint")?;
         }
-        compile_regex("source.label_regex", &self.label_regex)?;
-        compile_regex("source.annotation_regex", &self.annotation_regex)?;
+        self.label_regex()?;
+        self.annotation_regex()?;
         parse_ca_certs(&self.ca_certs).context("source.ca_certs")?;
         if !self.aws_role_arn.is_empty() && !self.aws_role_arns.is_empty() {
             bail!("source.aws_role_arn cannot be set at the same time as source.aws_role_arns");
@@ -222,6 +222,21 @@ impl Source {
 
     pub fn repository(&self) -> anyhow::Result<Repository> {
         Repository::parse(&self.repository)
+    }
+
+    /// `tag_regex`, compiled (`None` when unset).
+    pub fn tag_regex(&self) -> anyhow::Result<Option<Regex>> {
+        compile_regex("source.tag_regex", &self.tag_regex)
+    }
+
+    /// `label_regex`, compiled (`None` when unset).
+    pub fn label_regex(&self) -> anyhow::Result<Option<Regex>> {
+        compile_regex("source.label_regex", &self.label_regex)
+    }
+
+    /// `annotation_regex`, compiled (`None` when unset).
+    pub fn annotation_regex(&self) -> anyhow::Result<Option<Regex>> {
+        compile_regex("source.annotation_regex", &self.annotation_regex)
     }
 
     pub fn credentials(&self) -> Option<Credentials> {

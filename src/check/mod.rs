@@ -30,7 +30,8 @@ pub async fn run(request: CheckRequest) -> anyhow::Result<Vec<Version>> {
                     .as_ref()
                     .map_or_else(Platform::host, |p| p.to_image_platform())
             });
-            regex::check(&client, &repository, &source.tag_regex, platform.as_ref()).await
+            let regex = source.tag_regex()?.context("source.tag_regex is empty")?;
+            regex::check(&client, &repository, &regex, platform.as_ref()).await
         }
         CheckMode::Semver => {
             semver::check(&client, &repository, source, request.version.as_ref()).await

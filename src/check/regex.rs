@@ -20,11 +20,9 @@ use crate::registry::RegistryClient;
 pub async fn check(
     client: &RegistryClient,
     repository: &Repository,
-    pattern: &str,
+    regex: &Regex,
     created_at_sort: Option<&Platform>,
 ) -> anyhow::Result<Vec<Version>> {
-    let regex =
-        Regex::new(pattern).with_context(|| format!("invalid regex pattern {pattern:?}"))?;
     let tags: Vec<String> = client
         .list_tags(repository)
         .await

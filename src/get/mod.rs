@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use regex::Regex;
 use tokio::sync::{Semaphore, mpsc};
 
 use self::blob_reader::BlobReader;
@@ -72,8 +71,8 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         .parse()
         .with_context(|| format!("version.digest {:?} is not a digest", version.digest))?;
     let repository = source.repository()?;
-    let label_regex = optional_regex(&source.label_regex)?;
-    let annotation_regex = optional_regex(&source.annotation_regex)?;
+    let label_regex = source.label_regex()?;
+    let annotation_regex = source.annotation_regex()?;
     // A step `platform` replaces the source's wholesale, as in the original.
     let platform = params
         .platform
@@ -165,13 +164,6 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         version,
         metadata: fields,
     })
-}
-
-fn optional_regex(pattern: &str) -> anyhow::Result<Option<Regex>> {
-    if pattern.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Regex::new(pattern)?))
 }
 
 /// The single image a manifest stands for on `platform`: itself, or the
