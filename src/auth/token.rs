@@ -58,7 +58,7 @@ pub async fn fetch(
         };
         bail!(
             "token request to {shown} failed with {status}{hint}: {}",
-            super::super::registry::error::excerpt(&body)
+            crate::registry::error::excerpt(&body)
         );
     }
     let parsed: TokenResponse = serde_json::from_slice(&body)

@@ -100,7 +100,7 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         if !writes_image && !wants_metadata {
             return Ok(None);
         }
-        let (_manifest, image) = resolve_image(&client, &repository, top, &platform).await?;
+        let image = resolve_image(&client, &repository, top, &platform).await?;
         let config_bytes = client
             .get_small_blob(&repository, &image.config.digest()?)
             .await
@@ -173,11 +173,10 @@ async fn resolve_image(
     repository: &Repository,
     mut manifest: Manifest,
     platform: &Platform,
-) -> anyhow::Result<(Manifest, ImageManifest)> {
+) -> anyhow::Result<ImageManifest> {
     for _ in 0..4 {
         if !media_type::is_index(&manifest.media_type) {
-            let image = parse_manifest(&manifest.bytes)?;
-            return Ok((manifest, image));
+            return parse_manifest(&manifest.bytes);
         }
         let index = parse_index(&manifest.bytes)?;
         // A nested index (BuildKit) has one child without a platform.
