@@ -32,7 +32,8 @@ fn main() {
         match name.as_str() {
             "check" => bench_check(),
             "get" => bench_get(),
-            other => panic!("unknown benchmark {other:?}: use check or get"),
+            "put" => bench_put(),
+            other => panic!("unknown benchmark {other:?}: use check, get or put"),
         }
     }
 }
@@ -171,12 +172,11 @@ fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
     out
 }
 
-fn bench_get() {
-    use support::image::{Entry, OCI_LAYER_GZIP, gzip, tar};
+/// The large image's layers, uncompressed: 20,000 small files, 120 MiB of
+/// random bytes, 120 MiB of text.
+fn big_layers() -> [Vec<u8>; 3] {
+    use support::image::{Entry, tar};
     const MIB: usize = 1 << 20;
-    println!(
-        "== get: a 3-layer image (20,000 small files; 120 MiB random; 120 MiB compressible), gzip"
-    );
     let small: Vec<Entry> = (0..20_000)
         .map(|i| {
             Entry::file(
@@ -201,6 +201,16 @@ fn bench_get() {
         .take(120 * MIB)
         .collect();
     let text = tar(&[Entry::file("text.log", text)]);
+    [small, random, text]
+}
+
+fn bench_get() {
+    use support::image::{OCI_LAYER_GZIP, gzip};
+    const MIB: usize = 1 << 20;
+    println!(
+        "== get: a 3-layer image (20,000 small files; 120 MiB random; 120 MiB compressible), gzip"
+    );
+    let [small, random, text] = big_layers();
     let uncompressed = small.len() + random.len() + text.len();
     let layers: Vec<(Vec<u8>, Vec<u8>, &str)> = [small, random, text]
         .into_iter()
@@ -282,6 +292,119 @@ fn bench_get() {
         "    ratio ours/peer: {:.2}x",
         o.as_secs_f64() / p.as_secs_f64()
     );
+}
+
+/// `out` of the large image, ours vs `skopeo copy`, from an OCI layout
+/// (gzip layers) and from a docker-save tarball (uncompressed layers,
+/// compressed on the way by both): into a fresh repository each run, then
+/// again into the repository that already has the blobs.
+fn bench_put() {
+    use support::image::{OCI_LAYER_GZIP, gzip, write_docker_save, write_oci_layout};
+    const MIB: usize = 1 << 20;
+    println!(
+        "== put: the get benchmark's image (3 layers, 20,000 small files), to a local registry"
+    );
+    let shm = std::path::Path::new("/dev/shm/registry-image-bench-put");
+    let _ = std::fs::remove_dir_all(shm);
+    std::fs::create_dir_all(shm).unwrap();
+    {
+        let raw = big_layers();
+        let uncompressed: usize = raw.iter().map(Vec::len).sum();
+        let saved = TestImage::new(raw.to_vec(), json!({}), ("linux", "amd64"));
+        write_docker_save(&shm.join("image.tar"), &saved, "bench/big:latest");
+        drop(saved);
+        let gz: Vec<(Vec<u8>, Vec<u8>, &str)> = raw
+            .into_iter()
+            .map(|l| {
+                let z = gzip(&l);
+                (l, z, OCI_LAYER_GZIP)
+            })
+            .collect();
+        let compressed: usize = gz.iter().map(|(_, z, _)| z.len()).sum();
+        let img = TestImage::from_blobs(gz, json!({}), ("linux", "amd64"));
+        let layout = shm.join("oci");
+        write_oci_layout(&layout, "latest", &img);
+        // Push the image manifest, as skopeo does from `oci:DIR:latest`.
+        std::fs::write(layout.join("single-image-digest"), img.digest()).unwrap();
+        println!(
+            "  image: {} MiB uncompressed, {} MiB as gzip layers",
+            uncompressed / MIB,
+            compressed / MIB
+        );
+    }
+    // The registry's storage on tmpfs too: this disk's noise would
+    // otherwise decide the figures.
+    // SAFETY: no other thread reads the environment at this point.
+    unsafe { std::env::set_var("TMPDIR", "/dev/shm") };
+    let registry = TestRegistry::plain();
+    let program = support::resource_dir().join("out");
+    let chunk_env: Vec<(&str, String)> = std::env::var("REGISTRY_IMAGE_UPLOAD_CHUNK_BYTES")
+        .map(|v| vec![("REGISTRY_IMAGE_UPLOAD_CHUNK_BYTES", v)])
+        .unwrap_or_default();
+    let ours = |repo: &str, image: &str| {
+        let request = json!({"source": {"repository": registry.repo(repo), "tag": "latest"},
+                             "params": {"image": image}});
+        let m = measure::run(
+            &program,
+            &[shm.into()],
+            &chunk_env,
+            request.to_string().as_bytes(),
+        );
+        assert!(m.success, "out failed: {}", m.stderr);
+        m
+    };
+    // skopeo with its blob-info cache on a private tmpfs, so it cannot
+    // turn a fresh push into mounts from what earlier runs pushed.
+    let skopeo = |repo: &str, from: &str| {
+        let script = format!(
+            "mount -t tmpfs tmpfs /var/lib/containers/cache && exec skopeo copy --quiet \
+             --dest-tls-verify=false {from} docker://{}/{repo}:latest",
+            registry.host()
+        );
+        let args: Vec<std::ffi::OsString> =
+            vec!["-m".into(), "sh".into(), "-c".into(), script.into()];
+        let m = measure::run(Path::new("/usr/bin/unshare"), &args, &[], b"");
+        assert!(m.success, "skopeo failed: {}", m.stderr);
+        m
+    };
+    let layout_ref = format!("oci:{}:latest", shm.join("oci").display());
+    let archive_ref = format!("docker-archive:{}", shm.join("image.tar").display());
+    for (name, image, from) in [
+        ("OCI layout", "oci", layout_ref.as_str()),
+        ("docker-save tarball", "image.tar", archive_ref.as_str()),
+    ] {
+        let key = if image == "oci" { "layout" } else { "archive" };
+        let mut rows: Vec<(&str, Vec<measure::Measurement>, Vec<measure::Measurement>)> = vec![
+            ("fresh repository", Vec::new(), Vec::new()),
+            ("repository has the blobs", Vec::new(), Vec::new()),
+        ];
+        for run in 0..RUNS {
+            let (mine, theirs) = (
+                format!("bench/{key}-ours-{run}"),
+                format!("bench/{key}-skopeo-{run}"),
+            );
+            rows[0].1.push(ours(&mine, image));
+            rows[0].2.push(skopeo(&theirs, from));
+            rows[1].1.push(ours(&mine, image));
+            rows[1].2.push(skopeo(&theirs, from));
+        }
+        println!("  from a {name}, median of {RUNS} alternating runs:");
+        for (label, o, p) in rows {
+            let (ow, pw) = (
+                median(o.iter().map(|m| m.wall).collect()),
+                median(p.iter().map(|m| m.wall).collect()),
+            );
+            println!(
+                "    {label:<25} ours {:>9} (RSS {:>3} MiB)   skopeo {:>9} (RSS {:>3} MiB)   ratio {:.2}x",
+                ms(ow),
+                median_u64(o.iter().map(|m| m.max_rss_kib).collect()) / 1024,
+                ms(pw),
+                median_u64(p.iter().map(|m| m.max_rss_kib).collect()) / 1024,
+                ow.as_secs_f64() / pw.as_secs_f64()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(shm);
 }
 
 mod image {

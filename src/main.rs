@@ -6,11 +6,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use registry_image::concourse::{self, CheckRequest, InRequest, OutRequest};
-use registry_image::{check, get, logging};
+use registry_image::{check, get, logging, put};
 
 #[derive(Parser)]
 #[command(
@@ -102,9 +102,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Out { dir } => {
             let request: OutRequest = concourse::parse_request(&input)?;
             logging::init(request.source.debug);
-            let _src = dir.context("destination path not specified")?;
-            request.source.validate()?;
-            bail!("out: pushing images is not implemented in this version yet")
+            let src = dir.context("destination path not specified")?;
+            let response = runtime.block_on(put::run(request, &src))?;
+            concourse::write_response(&response)
         }
     }
 }

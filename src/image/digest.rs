@@ -64,6 +64,42 @@ impl Digest {
     }
 }
 
+/// A running hash in one digest algorithm, for bytes that stream past.
+#[derive(Clone)]
+pub enum Hasher {
+    Sha256(Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    pub fn new(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        match self {
+            Hasher::Sha256(h) => Digest {
+                algorithm: Algorithm::Sha256,
+                hex: hex::encode(h.finalize()),
+            },
+            Hasher::Sha512(h) => Digest {
+                algorithm: Algorithm::Sha512,
+                hex: hex::encode(h.finalize()),
+            },
+        }
+    }
+}
+
 impl FromStr for Digest {
     type Err = anyhow::Error;
 
@@ -131,6 +167,14 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} should not parse");
         }
+    }
+
+    #[test]
+    fn streaming_hash_matches_whole_hash() {
+        let mut h = Hasher::new(Algorithm::Sha256);
+        h.update(b"{\"fake\":");
+        h.update(b"\"manifest\"}");
+        assert_eq!(h.finish(), Digest::sha256_of(br#"{"fake":"manifest"}"#));
     }
 
     #[test]

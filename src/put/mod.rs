@@ -1,4 +1,127 @@
-//! The `out` step. Pushing is not implemented yet (the step answers so);
-//! this holds the tag computation it will use, complete and tested.
+//! The `out` step: push a docker-save tarball, an OCI layout directory or
+//! an OCI layout tarball under the source tag, the version (with its
+//! aliases) and the additional tags.
+//!
+//! Everything local is checked before the network is used: the tags
+//! (grammar, version, tag_prefix), the glob, and the input's structure.
 
+mod blob_source;
+mod docker_save;
+mod gzip;
+mod input;
+mod layout;
+mod push;
+mod store;
 pub mod tags;
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use self::input::Input;
+use self::push::{Pusher, first_tag};
+use self::tags::TagRequest;
+use crate::auth::Access;
+use crate::concourse::{MetadataField, OutRequest, StepResponse, Version};
+use crate::progress::Progress;
+use crate::registry::RegistryClient;
+
+/// Tests and benchmarks set the chunk size of uploads with this variable.
+const CHUNK_ENV: &str = "REGISTRY_IMAGE_UPLOAD_CHUNK_BYTES";
+
+/// Runs the step; `params.image` and `params.additional_tags` are relative
+/// to `src`.
+pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse> {
+    let source = &request.source;
+    source.validate()?;
+    let params = request.params.unwrap_or_default();
+    let repository = source.repository()?;
+
+    let additional = if params.additional_tags.is_empty() {
+        None
+    } else {
+        let path = src.join(params.additional_tags.trim_start_matches('/'));
+        Some(std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "could not parse additional tags: failed to read file at {:?}",
+                path.display().to_string()
+            )
+        })?)
+    };
+    let tag_request = TagRequest {
+        source_tag: &source.tag,
+        version: &params.version,
+        variant: &source.variant,
+        bump_aliases: params.bump_aliases,
+        additional: additional.as_deref(),
+        tag_prefix: &params.tag_prefix,
+    };
+    // Every rule but the aliases, before anything else.
+    tag_request.tags(&[])?;
+
+    let image_path = input::locate(src, &params.image)?;
+    let mount_from = input::origin_repository(&image_path)
+        .filter(|origin| origin.api_host() == repository.api_host())
+        .map(|origin| origin.path().to_owned());
+    let loading = image_path.clone();
+    let input = tokio::task::spawn_blocking(move || Input::load(&loading))
+        .await
+        .context("the image reading thread failed")??;
+
+    let client = RegistryClient::new(repository.api_host(), source.client_options(Access::Push)?)?;
+    if let Some(bytes) = std::env::var(CHUNK_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        client.set_upload_chunk_bytes(bytes);
+    }
+    let existing = if tag_request.wants_aliases()? {
+        existing_tags(&client, &repository)
+            .await
+            .context("determine aliases")?
+    } else {
+        Vec::new()
+    };
+    let tags = tag_request.tags(&existing)?;
+    let first = first_tag(&tags)?.to_owned();
+
+    tracing::info!(
+        "pushing {} to {} as {}",
+        image_path.display(),
+        repository,
+        tags.join(", ")
+    );
+    let progress = Progress::new(source.debug);
+    let pusher = Pusher {
+        client: &client,
+        repo: &repository,
+        progress: &progress,
+        mount_from,
+    };
+    let pushed = pusher.push(input, &tags).await;
+    progress.finish();
+    let digest = pushed.context("pushing image failed")?;
+    tracing::info!("pushed {}@{digest}", source.repository);
+    Ok(StepResponse {
+        version: Version {
+            tag: first,
+            digest: digest.to_string(),
+        },
+        metadata: vec![
+            MetadataField::new("repository", &source.repository),
+            MetadataField::new("tags", tags.join(" ")),
+        ],
+    })
+}
+
+/// The repository's tags; none when it does not exist yet.
+async fn existing_tags(
+    client: &RegistryClient,
+    repository: &crate::reference::Repository,
+) -> anyhow::Result<Vec<String>> {
+    match client.list_tags(repository).await {
+        Ok(tags) => Ok(tags),
+        Err(e) if crate::registry::error::is_not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}

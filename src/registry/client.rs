@@ -36,6 +36,8 @@ pub struct RegistryClient {
     session: OnceCell<Session>,
     tokens: Mutex<HashMap<String, String>>,
     retry: RetryPolicy,
+    /// Blob upload settings (see `upload.rs`).
+    pub(super) uploads: super::upload::UploadSettings,
 }
 
 /// What the ping established.
@@ -64,6 +66,7 @@ impl RegistryClient {
             session: OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
             retry: RetryPolicy::default(),
+            uploads: Default::default(),
         })
     }
 
@@ -114,8 +117,22 @@ impl RegistryClient {
         repo_path: &str,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> anyhow::Result<Response> {
+        let scopes = [repository_scope(repo_path, self.access)];
+        self.send_once_scoped(method, url, &scopes, build).await
+    }
+
+    /// [`send_once`](Self::send_once) with a token for several scopes, e.g.
+    /// a cross-repository mount, which needs pull access to the source
+    /// repository as well as push access to the target.
+    pub async fn send_once_scoped(
+        &self,
+        method: Method,
+        url: Url,
+        scopes: &[String],
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> anyhow::Result<Response> {
         let session = self.session().await?;
-        let scope = repository_scope(repo_path, self.access);
+        let scope = scopes.join(" ");
         let same_host = url.host_str() == session.base.host_str()
             && url.port_or_known_default() == session.base.port_or_known_default();
         let mut renewed = false;
@@ -127,9 +144,12 @@ impl RegistryClient {
                 request = self.authorize(request, session, &scope).await?;
             }
             let started = Instant::now();
+            // Without the URL: its query may hold upload state or a
+            // storage backend's signature.
             let response = request
                 .send()
                 .await
+                .map_err(reqwest::Error::without_url)
                 .with_context(|| format!("{method} {} failed", url.path()))?;
             tracing::debug!(
                 "{method} {} -> {} ({} ms)",
@@ -148,9 +168,10 @@ impl RegistryClient {
             if let (AuthMode::Bearer { .. }, false) = (&session.auth, renewed) {
                 // The token may have expired or lack a scope the registry
                 // names in its challenge: fetch a fresh one, once.
-                let wanted = challenge_scope(&response).unwrap_or_else(|| scope.clone());
+                let mut wanted: Vec<String> = challenge_scope(&response).into_iter().collect();
+                wanted.extend(scopes.iter().cloned());
                 self.tokens.lock().await.remove(&scope);
-                let token = self.fetch_token(session, &[wanted, scope.clone()]).await?;
+                let token = self.fetch_token(session, &wanted).await?;
                 self.tokens.lock().await.insert(scope.clone(), token);
                 renewed = true;
                 continue;
@@ -192,7 +213,8 @@ impl RegistryClient {
                 let token = match tokens.get(scope) {
                     Some(t) => t.clone(),
                     None => {
-                        let t = self.fetch_token(session, &[scope.to_owned()]).await?;
+                        let scopes: Vec<String> = scope.split(' ').map(str::to_owned).collect();
+                        let t = self.fetch_token(session, &scopes).await?;
                         tokens.insert(scope.to_owned(), t.clone());
                         t
                     }
@@ -207,6 +229,7 @@ impl RegistryClient {
             bail!("internal error: no token service for {}", self.host);
         };
         let mut scopes = scopes.to_vec();
+        scopes.sort();
         scopes.dedup();
         token::fetch(
             &self.http,

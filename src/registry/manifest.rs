@@ -118,6 +118,38 @@ impl RegistryClient {
         }))
     }
 
+    /// Stores a manifest's exact bytes under `reference` (a tag or a
+    /// digest) with its media type, so its digest is kept. Works whether or
+    /// not the registry answers with a `Location` (ECR does not).
+    pub async fn put_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+        media_type: &str,
+        bytes: &bytes::Bytes,
+    ) -> anyhow::Result<()> {
+        let url = self
+            .url(&format!("/v2/{}/manifests/{reference}", repo.path()))
+            .await?;
+        let response = self
+            .send(Method::PUT, url, repo.path(), |r| {
+                r.header(header::CONTENT_TYPE, media_type)
+                    .body(bytes.clone())
+            })
+            .await
+            .with_context(|| format!("pushing manifest {repo}:{reference}"))?;
+        if !matches!(
+            response.status(),
+            StatusCode::OK | StatusCode::CREATED | StatusCode::ACCEPTED | StatusCode::NO_CONTENT
+        ) {
+            return Err(anyhow!(
+                StatusError::from_response(Method::PUT, response).await
+            ))
+            .with_context(|| format!("pushing manifest {repo}:{reference}"));
+        }
+        Ok(())
+    }
+
     async fn manifest_request(
         &self,
         method: Method,
@@ -159,7 +191,7 @@ fn matches_target(digest: &Digest, target: &Target) -> bool {
 /// The media type from `Content-Type` when it names a manifest type, else
 /// from the body's `mediaType` field (optional in OCI; skopeo omits it), else
 /// guessed from its shape.
-fn detect_media_type(content_type: Option<&str>, body: &[u8]) -> String {
+pub fn detect_media_type(content_type: Option<&str>, body: &[u8]) -> String {
     if let Some(ct) = content_type
         && ct.starts_with("application/vnd.")
     {

@@ -14,7 +14,9 @@ pub mod http;
 pub mod manifest;
 pub mod retry;
 pub mod tags;
+pub mod upload;
 
 pub use client::{ClientOptions, RegistryClient};
 pub use error::StatusError;
 pub use manifest::Manifest;
+pub use upload::{BlobSource, Piece, UploadOutcome, UploadRequest};

@@ -72,7 +72,7 @@ impl RetryPolicy {
 
     /// Exponential backoff with ±25 % jitter, so parallel checks of many
     /// pipelines do not retry in lockstep.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = self.base_delay.saturating_mul(1 << (attempt - 1).min(16));
         let capped = exp.min(self.max_delay);
         let jitter = 0.75 + 0.5 * pseudo_random_fraction();

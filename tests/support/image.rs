@@ -264,18 +264,25 @@ pub fn index(children: &[(&TestImage, &str, &str)]) -> Vec<u8> {
         .unwrap()
 }
 
-/// Writes `image` as an OCI image layout with one tagged manifest.
-pub fn write_oci_layout(dir: &Path, tag: &str, image: &TestImage) {
+/// The `oci-layout` marker and every blob of `images`, manifests included.
+fn write_layout_blobs(dir: &Path, images: &[&TestImage]) {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
-    for blob in image
-        .blobs()
-        .chain(std::iter::once(image.manifest.as_slice()))
-    {
-        let digest = sha256(blob);
-        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), blob).unwrap();
+    for image in images {
+        for blob in image
+            .blobs()
+            .chain(std::iter::once(image.manifest.as_slice()))
+        {
+            let digest = sha256(blob);
+            std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), blob).unwrap();
+        }
     }
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Writes `image` as an OCI image layout with one tagged manifest.
+pub fn write_oci_layout(dir: &Path, tag: &str, image: &TestImage) {
+    write_layout_blobs(dir, &[image]);
     let index = json!({
         "schemaVersion": 2,
         "manifests": [{
@@ -286,4 +293,51 @@ pub fn write_oci_layout(dir: &Path, tag: &str, image: &TestImage) {
         }],
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// Writes `image` as a `docker save` tarball: `manifest.json`, the config
+/// as `<hex>.json`, and each layer blob as `<n>/layer.tar` (as stored in the
+/// image: uncompressed for [`TestImage::new`]).
+pub fn write_docker_save(path: &Path, image: &TestImage, repo_tag: &str) {
+    let config_name = format!("{}.json", &image.config_digest()["sha256:".len()..]);
+    let layer_names: Vec<String> = (0..image.layers.len())
+        .map(|i| format!("layer{i}/layer.tar"))
+        .collect();
+    let manifest = json!([{
+        "Config": config_name,
+        "RepoTags": [repo_tag],
+        "Layers": layer_names,
+    }]);
+    let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, data).unwrap();
+    };
+    add(&config_name, &image.config);
+    for (name, layer) in layer_names.iter().zip(&image.layers) {
+        add(name, layer);
+    }
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    builder.finish().unwrap();
+}
+
+/// Writes a multi-platform OCI layout whose `index.json` is the index of
+/// `children` (its digest is the layout's index digest); returns it.
+pub fn write_index_layout(dir: &Path, children: &[(&TestImage, &str, &str)]) -> String {
+    let images: Vec<&TestImage> = children.iter().map(|(image, _, _)| *image).collect();
+    write_layout_blobs(dir, &images);
+    let index = index(children);
+    std::fs::write(dir.join("index.json"), &index).unwrap();
+    sha256(&index)
+}
+
+/// A tar of a directory's contents (an OCI layout tarball, as
+/// `skopeo copy … oci-archive:` writes).
+pub fn tar_dir(dir: &Path, path: &Path) {
+    let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
+    builder.append_dir_all(".", dir).unwrap();
+    builder.finish().unwrap();
 }

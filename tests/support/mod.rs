@@ -121,13 +121,38 @@ pub fn run_step(step: &str, args: &[&str], request: &serde_json::Value) -> StepO
     )
 }
 
+/// [`run_step`] with extra environment variables.
+pub fn run_step_env(
+    step: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    request: &serde_json::Value,
+) -> StepOutput {
+    run_program_env(
+        &resource_dir().join(step),
+        args,
+        envs,
+        request.to_string().as_bytes(),
+    )
+}
+
 /// Runs `program` with raw bytes on stdin, with a clean environment as
 /// Concourse gives (no proxies; no HOME secrets).
 pub fn run_program(program: &Path, args: &[&str], stdin: &[u8]) -> StepOutput {
+    run_program_env(program, args, &[], stdin)
+}
+
+pub fn run_program_env(
+    program: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stdin: &[u8],
+) -> StepOutput {
     let mut child = Command::new(program)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

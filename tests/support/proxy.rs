@@ -21,6 +21,14 @@ pub enum Fault {
     Status(u16, Option<u64>),
     /// Forward, then cut the response body after `bytes` bytes.
     DropAfter(usize),
+    /// Read the request body, forward only its first `bytes` bytes (none
+    /// for 0; a `Content-Range` is narrowed to match), then drop the
+    /// connection without an answer: an upload cut mid-way.
+    CutUpload(usize),
+    /// Forward as usual (to let the first matching requests through).
+    Pass,
+    /// Forward, and drop `Location` from the answer (ECR's manifest PUT).
+    StripLocation,
 }
 
 struct Rule {
@@ -204,20 +212,33 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
         }
         return response;
     }
+    if let Some(Fault::CutUpload(keep)) = fault {
+        cut_upload(&state, request, keep).await;
+        // Dropping the connection mid-request: the connection task ends
+        // without an answer (resume_unwind skips the panic message).
+        std::panic::resume_unwind(Box::new("injected upload cut"));
+    }
     let path = request.uri().path().to_owned();
     if let (Some(n), true, "GET") = (page_size, path.ends_with("/tags/list"), method.as_str()) {
         return paginated(&state, request, &path, n, fault).await;
     }
+    let strip_location = matches!(fault, Some(Fault::StripLocation));
     let response = forward(&state, request).await;
     let mut response = cut(response, fault).await;
+    if strip_location {
+        response.headers_mut().remove("location");
+    }
     if strip_digest && method == "HEAD" {
         response.headers_mut().remove("docker-content-digest");
     }
     response
 }
 
-async fn forward(state: &ProxyState, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+/// The same method and path, sent to the registry behind the proxy.
+fn upstream_request(
+    state: &ProxyState,
+    parts: &axum::http::request::Parts,
+) -> reqwest::RequestBuilder {
     let url = format!(
         "{}{}",
         state.upstream,
@@ -227,7 +248,43 @@ async fn forward(state: &ProxyState, request: Request) -> Response {
             .map(|p| p.as_str())
             .unwrap_or("/")
     );
-    let mut upstream = state.http.request(parts.method.clone(), url);
+    state.http.request(parts.method.clone(), url)
+}
+
+async fn cut_upload(state: &ProxyState, request: Request, keep: usize) {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    if keep == 0 {
+        return;
+    }
+    let kept = bytes.slice(..keep.min(bytes.len()));
+    let mut upstream = upstream_request(state, &parts);
+    for (name, value) in parts.headers.iter() {
+        match name.as_str() {
+            "host" | "connection" | "content-length" | "transfer-encoding" => {}
+            "content-range" => {
+                let start: u64 = value
+                    .to_str()
+                    .unwrap()
+                    .split('-')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                upstream = upstream.header(
+                    "content-range",
+                    format!("{start}-{}", start + kept.len() as u64 - 1),
+                );
+            }
+            _ => upstream = upstream.header(name, value),
+        }
+    }
+    let _ = upstream.body(kept).send().await;
+}
+
+async fn forward(state: &ProxyState, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut upstream = upstream_request(state, &parts);
     let ignore_range = state.settings.lock().unwrap().ignore_range;
     for (name, value) in parts.headers.iter() {
         if ignore_range && name.as_str() == "range" {

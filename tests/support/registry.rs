@@ -294,6 +294,81 @@ impl TestRegistry {
         self.put_manifest(repo, tag, &image.manifest_media_type, &image.manifest)
     }
 
+    /// The digest `repo:reference` resolves to (HEAD), or `None` on 404.
+    pub fn digest_of(&self, repo: &str, reference: &str) -> Option<String> {
+        let (status, _, _, digest) = self.fetch_manifest(repo, reference, true);
+        (status == 200).then(|| digest.expect("Docker-Content-Digest"))
+    }
+
+    /// A manifest's bytes and content type, as served.
+    pub fn manifest(&self, repo: &str, reference: &str) -> (Vec<u8>, String) {
+        let (status, bytes, content_type, _) = self.fetch_manifest(repo, reference, false);
+        assert_eq!(status, 200, "GET manifest {repo}:{reference}");
+        (bytes, content_type)
+    }
+
+    fn fetch_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        head: bool,
+    ) -> (u16, Vec<u8>, String, Option<String>) {
+        runtime().block_on(async {
+            let url = format!("{}/v2/{repo}/manifests/{reference}", self.base());
+            let request = if head {
+                self.http.head(url)
+            } else {
+                self.http.get(url)
+            };
+            let response = self
+                .authorize(request, repo)
+                .header(
+                    "accept",
+                    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+                     application/vnd.docker.distribution.manifest.list.v2+json, \
+                     application/vnd.docker.distribution.manifest.v2+json",
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let content_type = header("content-type").unwrap_or_default();
+            let digest = header("docker-content-digest");
+            let bytes = response.bytes().await.unwrap().to_vec();
+            (status, bytes, content_type, digest)
+        })
+    }
+
+    /// The repository's tags, sorted (empty when it does not exist).
+    pub fn tags(&self, repo: &str) -> Vec<String> {
+        runtime().block_on(async {
+            let response = self
+                .authorize(
+                    self.http
+                        .get(format!("{}/v2/{repo}/tags/list", self.base())),
+                    repo,
+                )
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 404 {
+                return Vec::new();
+            }
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            let mut tags: Vec<String> =
+                serde_json::from_value(body["tags"].clone()).unwrap_or_default();
+            tags.sort();
+            tags
+        })
+    }
+
     /// Deletes a manifest by digest (which drops every tag pointing at it).
     pub fn delete_manifest(&self, repo: &str, digest: &str) {
         runtime().block_on(async {

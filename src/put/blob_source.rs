@@ -1,0 +1,207 @@
+//! The bytes of a blob being pushed, produced on a blocking thread and
+//! hashed on the way: a file (or a file inside a tar) as it is, an
+//! in-memory config, or an uncompressed layer gzipped (see `gzip.rs`) in
+//! the same pass that hashes it, so its digest is known the moment its last byte is sent.
+
+use std::io::{self, Read, Write};
+use std::sync::OnceLock;
+
+use bytes::{Bytes, BytesMut};
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+
+use super::store::FileSlice;
+use crate::image::digest::{Algorithm, Hasher};
+use crate::progress::Progress;
+use crate::registry::{BlobSource, Piece};
+
+/// Bytes per message to the uploader.
+const PIECE_BYTES: usize = 256 << 10;
+/// Messages buffered ahead of the uploader (with the piece size, 1 MiB).
+const PIECES_BUFFERED: usize = 4;
+
+/// What a blob's bytes are.
+#[derive(Clone, Debug)]
+pub enum BlobData {
+    Slice(FileSlice),
+    Memory(Bytes),
+    /// An uncompressed layer, gzipped while it is sent.
+    Gzip(FileSlice),
+}
+
+impl BlobData {
+    /// Bytes read from the input (the progress bar's total).
+    pub fn input_len(&self) -> u64 {
+        match self {
+            BlobData::Slice(s) | BlobData::Gzip(s) => s.len,
+            BlobData::Memory(b) => b.len() as u64,
+        }
+    }
+}
+
+/// A [`BlobSource`] over local data, with a progress bar made when it is
+/// first read (blobs the registry already has get none).
+pub struct LocalBlob {
+    data: BlobData,
+    algorithm: Algorithm,
+    label: String,
+    progress: Progress,
+    bar: OnceLock<Option<ProgressBar>>,
+}
+
+impl LocalBlob {
+    pub fn new(data: BlobData, algorithm: Algorithm, label: &str, progress: &Progress) -> Self {
+        LocalBlob {
+            data,
+            algorithm,
+            label: label.to_owned(),
+            progress: progress.clone(),
+            bar: OnceLock::new(),
+        }
+    }
+
+    pub fn finish_bar(&self) {
+        if let Some(Some(bar)) = self.bar.get() {
+            bar.finish();
+        }
+    }
+}
+
+impl BlobSource for LocalBlob {
+    fn open(&self) -> mpsc::Receiver<anyhow::Result<Piece>> {
+        let (tx, rx) = mpsc::channel(PIECES_BUFFERED);
+        let bar = self
+            .bar
+            .get_or_init(|| self.progress.blob(&self.label, self.data.input_len()))
+            .clone();
+        if let Some(bar) = &bar {
+            bar.set_position(0);
+        }
+        let data = self.data.clone();
+        let algorithm = self.algorithm;
+        tokio::task::spawn_blocking(move || {
+            let mut out = PieceWriter::new(tx, algorithm);
+            let produced = produce(&data, &mut out, bar.as_ref());
+            out.finish(produced);
+        });
+        rx
+    }
+}
+
+fn produce(data: &BlobData, out: &mut PieceWriter, bar: Option<&ProgressBar>) -> io::Result<()> {
+    match data {
+        BlobData::Memory(bytes) => {
+            out.write_all(bytes)?;
+            if let Some(bar) = bar {
+                bar.inc(bytes.len() as u64);
+            }
+            Ok(())
+        }
+        BlobData::Slice(slice) => copy(slice, out, bar),
+        BlobData::Gzip(slice) => {
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+            super::gzip::compress(&mut slice.open()?, out, threads, |n| {
+                if let Some(bar) = bar {
+                    bar.inc(n);
+                }
+            })
+        }
+    }
+}
+
+fn copy(slice: &FileSlice, out: &mut impl Write, bar: Option<&ProgressBar>) -> io::Result<()> {
+    let mut reader = slice.open()?;
+    let mut buffer = vec![0u8; PIECE_BYTES];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buffer[..n])?;
+        total += n as u64;
+        if let Some(bar) = bar {
+            bar.inc(n as u64);
+        }
+    }
+    if total != slice.len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the input ended after {total} of {} bytes", slice.len),
+        ));
+    }
+    Ok(())
+}
+
+/// Collects output into pieces, hashing and counting it, and hands them to
+/// the uploader; fails (stopping the producer) once the uploader is gone.
+struct PieceWriter {
+    tx: mpsc::Sender<anyhow::Result<Piece>>,
+    hasher: Hasher,
+    size: u64,
+    buffer: BytesMut,
+}
+
+impl PieceWriter {
+    fn new(tx: mpsc::Sender<anyhow::Result<Piece>>, algorithm: Algorithm) -> Self {
+        PieceWriter {
+            tx,
+            hasher: Hasher::new(algorithm),
+            size: 0,
+            buffer: BytesMut::with_capacity(PIECE_BYTES),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let piece = self.buffer.split().freeze();
+        self.buffer.reserve(PIECE_BYTES);
+        self.tx
+            .blocking_send(Ok(Piece::Data(piece)))
+            .map_err(|_| io::Error::other("the upload stopped"))
+    }
+
+    fn finish(mut self, produced: io::Result<()>) {
+        let message = match produced.and_then(|()| self.send()) {
+            Ok(()) => Ok(Piece::End {
+                digest: self.hasher.finish(),
+                size: self.size,
+            }),
+            Err(e) => Err(anyhow::Error::new(e).context("reading the image")),
+        };
+        let _ = self.tx.blocking_send(message);
+    }
+}
+
+impl Write for PieceWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= PIECE_BYTES {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hashes a file slice (a compressed docker-save layer, whose digest must
+/// be known before asking the registry whether it has it).
+pub fn hash(slice: &FileSlice, algorithm: Algorithm) -> io::Result<crate::image::Digest> {
+    let mut hasher = Hasher::new(algorithm);
+    let mut reader = slice.open()?;
+    let mut buffer = vec![0u8; PIECE_BYTES];
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buffer[..n]);
+    }
+}

@@ -1,0 +1,310 @@
+//! Pushing an input image: its blobs (bounded concurrency, each skipped,
+//! mounted or uploaded), then the manifests below the top by digest, then
+//! the top manifest under every tag.
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use super::blob_source::{BlobData, LocalBlob, hash};
+use super::docker_save::{self, DockerSaveImage, PushedLayer, SavedLayer};
+use super::input::Input;
+use super::layout::{LayoutImage, RawManifest};
+use crate::image::compression::Compression;
+use crate::image::digest::Algorithm;
+use crate::image::manifest::parse_manifest;
+use crate::image::{Digest, media_type};
+use crate::progress::Progress;
+use crate::reference::{Repository, Target};
+use crate::registry::upload::Transfer;
+use crate::registry::{RegistryClient, UploadOutcome, UploadRequest};
+
+/// Blobs moving at once (layers compressed on the way included).
+const UPLOAD_CONCURRENCY: usize = 4;
+/// Manifest PUTs at once.
+const MANIFEST_CONCURRENCY: usize = 4;
+
+pub struct Pusher<'a> {
+    pub client: &'a RegistryClient,
+    pub repo: &'a Repository,
+    pub progress: &'a Progress,
+    /// A repository of the same registry the input came from.
+    pub mount_from: Option<String>,
+}
+
+/// One blob to get into the repository.
+struct Job {
+    label: String,
+    expected: Option<(Digest, u64)>,
+    source: LocalBlob,
+}
+
+impl Pusher<'_> {
+    /// Pushes `input` under `tags`; the digest the registry serves for the
+    /// first tag.
+    pub async fn push(&self, input: Input, tags: &[String]) -> anyhow::Result<Digest> {
+        let top = match input {
+            Input::Layout(layout) => self.push_layout(layout).await?,
+            Input::DockerSave(image) => self.push_docker_save(image, tags).await?,
+        };
+        stream::iter(tags)
+            .map(|tag| {
+                self.client
+                    .put_manifest(self.repo, tag, &top.media_type, &top.bytes)
+            })
+            .buffer_unordered(MANIFEST_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let first = tags.first().context("no tag to push")?;
+        let served = self
+            .client
+            .resolve_digest(self.repo, &Target::Tag(first.clone()))
+            .await?
+            .with_context(|| format!("{}:{first} is missing right after its push", self.repo))?;
+        if served != top.digest {
+            tracing::warn!(
+                "{}:{first} is served as {served}, not as the pushed {}",
+                self.repo,
+                top.digest
+            );
+        }
+        Ok(served)
+    }
+
+    async fn push_layout(&self, layout: LayoutImage) -> anyhow::Result<RawManifest> {
+        let jobs = layout
+            .blobs
+            .into_iter()
+            .map(|blob| Job {
+                label: blob.digest.to_string(),
+                source: LocalBlob::new(
+                    BlobData::Slice(blob.data),
+                    blob.digest.algorithm(),
+                    &blob.digest.to_string(),
+                    self.progress,
+                ),
+                expected: Some((blob.digest, blob.size)),
+            })
+            .collect();
+        self.upload(jobs).await?;
+        // Images first, all at once; then indexes, children before parents.
+        let (indexes, images): (Vec<_>, Vec<_>) = layout
+            .children
+            .iter()
+            .partition(|m| media_type::is_index(&m.media_type));
+        stream::iter(images)
+            .map(|m| self.put_by_digest(m))
+            .buffer_unordered(MANIFEST_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        for index in indexes {
+            self.put_by_digest(index).await?;
+        }
+        Ok(layout.top)
+    }
+
+    async fn put_by_digest(&self, manifest: &RawManifest) -> anyhow::Result<()> {
+        self.client
+            .put_manifest(
+                self.repo,
+                &manifest.digest.to_string(),
+                &manifest.media_type,
+                &manifest.bytes,
+            )
+            .await
+    }
+
+    async fn push_docker_save(
+        &self,
+        image: DockerSaveImage,
+        tags: &[String],
+    ) -> anyhow::Result<RawManifest> {
+        let config_digest = Digest::sha256_of(&image.config);
+        if image.compresses()
+            && let Some(existing) = self
+                .existing_image(tags, &config_digest, image.layers.len())
+                .await?
+        {
+            tracing::info!(
+                "{} already holds this image as {}: nothing to upload",
+                self.repo,
+                existing.digest
+            );
+            return Ok(existing);
+        }
+        // Layers stored compressed are pushed as they are; their digests
+        // are needed first to skip the ones the repository has.
+        let mut hashes = Vec::with_capacity(image.layers.len());
+        for layer in &image.layers {
+            hashes.push(match layer {
+                SavedLayer::Data {
+                    data,
+                    compression: Compression::Gzip | Compression::Zstd,
+                } => {
+                    let data = data.clone();
+                    Some(tokio::task::spawn_blocking(move || {
+                        let size = data.len;
+                        hash(&data, Algorithm::Sha256).map(|d| (d, size))
+                    }))
+                }
+                _ => None,
+            });
+        }
+        let total = image.layers.len();
+        let mut jobs = vec![Job {
+            label: "config".to_owned(),
+            expected: Some((config_digest.clone(), image.config.len() as u64)),
+            source: LocalBlob::new(
+                BlobData::Memory(image.config.clone()),
+                Algorithm::Sha256,
+                "config",
+                self.progress,
+            ),
+        }];
+        let mut positions = Vec::with_capacity(total);
+        for (i, (layer, hashed)) in image.layers.iter().zip(hashes).enumerate() {
+            let SavedLayer::Data { data, compression } = layer else {
+                positions.push(None);
+                continue;
+            };
+            let label = format!("layer {}/{total}", i + 1);
+            let (data, expected) = match hashed {
+                Some(task) => (
+                    BlobData::Slice(data.clone()),
+                    Some(
+                        task.await
+                            .context("hashing a layer")?
+                            .context("hashing a layer")?,
+                    ),
+                ),
+                None => (BlobData::Gzip(data.clone()), None),
+            };
+            positions.push(Some((jobs.len(), *compression)));
+            jobs.push(Job {
+                source: LocalBlob::new(data, Algorithm::Sha256, &label, self.progress),
+                label,
+                expected,
+            });
+        }
+        let outcomes = self.upload(jobs).await?;
+        let pushed: Vec<Option<PushedLayer>> = positions
+            .into_iter()
+            .map(|p| {
+                p.map(|(job, compression)| PushedLayer {
+                    digest: outcomes[job].digest.clone(),
+                    size: outcomes[job].size,
+                    compression: match compression {
+                        Compression::None => Compression::Gzip,
+                        other => other,
+                    },
+                })
+            })
+            .collect();
+        let (bytes, media_type) =
+            docker_save::manifest(&image, (&config_digest, image.config.len() as u64), &pushed)?;
+        Ok(RawManifest {
+            digest: Digest::sha256_of(&bytes),
+            bytes: Bytes::from(bytes),
+            media_type: media_type.to_owned(),
+        })
+    }
+
+    /// An image already under one of `tags` with this config (so the same
+    /// layers) whose blobs are all present: pushing it again would only
+    /// compress and upload what is there. Re-running a put of the same
+    /// tarball thus uploads nothing and keeps the digest.
+    async fn existing_image(
+        &self,
+        tags: &[String],
+        config: &Digest,
+        layers: usize,
+    ) -> anyhow::Result<Option<RawManifest>> {
+        for tag in tags {
+            let Some(remote) = self
+                .client
+                .get_manifest(self.repo, &Target::Tag(tag.clone()))
+                .await?
+            else {
+                continue;
+            };
+            if media_type::is_index(&remote.media_type) {
+                continue;
+            }
+            let Ok(manifest) = parse_manifest(&remote.bytes) else {
+                continue;
+            };
+            if manifest.config.digest != config.to_string() || manifest.layers.len() != layers {
+                continue;
+            }
+            let mut complete = true;
+            for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+                if !self
+                    .client
+                    .blob_exists(self.repo, &descriptor.digest()?)
+                    .await?
+                {
+                    complete = false;
+                    break;
+                }
+            }
+            if complete {
+                return Ok(Some(RawManifest {
+                    bytes: Bytes::from(remote.bytes),
+                    media_type: remote.media_type,
+                    digest: remote.digest,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Uploads every job, a few at a time; outcomes in job order.
+    async fn upload(&self, jobs: Vec<Job>) -> anyhow::Result<Vec<UploadOutcome>> {
+        let log_lines = self.progress.is_lines();
+        stream::iter(jobs)
+            .map(|job| async move {
+                let started = Instant::now();
+                let outcome = self
+                    .client
+                    .upload_blob(
+                        self.repo,
+                        &UploadRequest {
+                            expected: job.expected.clone(),
+                            mount_from: self.mount_from.as_deref(),
+                            source: &job.source,
+                        },
+                    )
+                    .await
+                    .with_context(|| format!("pushing {}", job.label))?;
+                job.source.finish_bar();
+                if log_lines {
+                    let how = match outcome.transfer {
+                        Transfer::Existed => "already present",
+                        Transfer::Mounted => "mounted",
+                        Transfer::Uploaded => "uploaded",
+                    };
+                    tracing::info!(
+                        "{} {}: {how} ({} bytes, {} ms)",
+                        job.label,
+                        outcome.digest,
+                        outcome.size,
+                        started.elapsed().as_millis()
+                    );
+                }
+                Ok::<_, anyhow::Error>(outcome)
+            })
+            .buffered(UPLOAD_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+}
+
+/// Refuses an empty tag list (the tag rules make one impossible).
+pub fn first_tag(tags: &[String]) -> anyhow::Result<&str> {
+    match tags.first() {
+        Some(t) => Ok(t),
+        None => bail!("no tag specified - need either 'version:' in params or 'tag:' in source"),
+    }
+}
