@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod check;
 pub mod concourse;
+pub mod endpoint;
 pub mod get;
 pub mod image;
 pub mod logging;

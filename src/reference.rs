@@ -72,7 +72,7 @@ impl Repository {
     /// The host (and port) to send API requests to.
     pub fn api_host(&self) -> &str {
         if self.is_docker_hub() {
-            DOCKER_HUB_API
+            docker_hub_api()
         } else {
             &self.registry
         }
@@ -95,6 +95,19 @@ impl Repository {
             path: self.path.clone(),
         })
     }
+}
+
+/// Docker Hub's API host. `REGISTRY_IMAGE_DOCKER_HUB_HOST` replaces it: the
+/// tests route Docker Hub names to a local registry this way (the network
+/// they may use is loopback only).
+fn docker_hub_api() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::env::var("REGISTRY_IMAGE_DOCKER_HUB_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DOCKER_HUB_API.to_owned())
+    })
 }
 
 impl fmt::Display for Repository {

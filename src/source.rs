@@ -8,9 +8,8 @@ use anyhow::{Context, bail};
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
-use crate::auth::{Access, Credentials};
+use crate::auth::Credentials;
 use crate::reference::{self, Repository};
-use crate::registry::ClientOptions;
 use crate::registry::http::parse_ca_certs;
 
 /// A secret string: deserialised like a string, never shown by `Debug`.
@@ -207,8 +206,6 @@ impl Source {
     /// fail loudly rather than being ignored.
     fn refuse_unsupported(&self) -> anyhow::Result<()> {
         let unsupported = [
-            ("aws_region (AWS ECR)", !self.aws_region.is_empty()),
-            ("registry_mirror", self.registry_mirror.is_some()),
             ("azure_acr", self.azure_acr),
             ("content_trust (Notary v1)", self.content_trust.is_some()),
         ];
@@ -241,16 +238,6 @@ impl Source {
 
     pub fn credentials(&self) -> Option<Credentials> {
         Credentials::from_parts(&self.username, self.password.expose())
-    }
-
-    /// How to reach the registry of `source.repository`.
-    pub fn client_options(&self, access: Access) -> anyhow::Result<ClientOptions> {
-        Ok(ClientOptions {
-            credentials: self.credentials(),
-            insecure: self.insecure,
-            ca_certs: parse_ca_certs(&self.ca_certs).context("source.ca_certs")?,
-            access,
-        })
     }
 
     pub fn check_mode(&self) -> CheckMode {

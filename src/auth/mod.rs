@@ -5,6 +5,8 @@
 //! that no log line or error chain can print them by accident.
 
 pub mod challenge;
+pub mod docker_config;
+pub mod ecr;
 pub mod token;
 
 use std::fmt;

@@ -9,19 +9,46 @@ use anyhow::Context;
 
 use crate::auth::Access;
 use crate::concourse::{CheckRequest, Version};
+use crate::endpoint::Endpoint;
 use crate::image::Platform;
+use crate::reference::Repository;
 use crate::registry::RegistryClient;
 use crate::source::CheckMode;
 
-/// Runs a check and returns the versions to print.
+/// Runs a check and returns the versions to print. A Docker Hub
+/// repository with a `registry_mirror` is checked there first; an error or
+/// no versions there falls back to the origin.
 pub async fn run(request: CheckRequest) -> anyhow::Result<Vec<Version>> {
     let source = &request.source;
     source.validate()?;
-    let repository = source.repository()?;
-    let client = RegistryClient::new(repository.api_host(), source.client_options(Access::Pull)?)?;
+    let endpoint = Endpoint::connect(source, Access::Pull).await?;
+    if let Some(mirror) = &endpoint.mirror {
+        match check_on(&mirror.client, &mirror.repository, &request).await {
+            Ok(versions) if !versions.is_empty() => return Ok(versions),
+            Ok(_) => tracing::info!(
+                "mirror {} has no versions; checking the origin",
+                mirror.repository
+            ),
+            Err(e) => tracing::warn!(
+                "checking mirror {} failed: {e:#}; checking the origin",
+                mirror.repository
+            ),
+        }
+    }
+    check_on(&endpoint.client, &endpoint.repository, &request)
+        .await
+        .with_context(|| format!("checking origin {} failed", endpoint.name))
+}
+
+async fn check_on(
+    client: &RegistryClient,
+    repository: &Repository,
+    request: &CheckRequest,
+) -> anyhow::Result<Vec<Version>> {
+    let source = &request.source;
     let versions = match source.check_mode() {
         CheckMode::Tag => {
-            tag::check(&client, &repository, &source.tag, request.version.as_ref()).await
+            tag::check(client, repository, &source.tag, request.version.as_ref()).await
         }
         CheckMode::Regex => {
             let platform = source.created_at_sort.then(|| {
@@ -31,13 +58,12 @@ pub async fn run(request: CheckRequest) -> anyhow::Result<Vec<Version>> {
                     .map_or_else(Platform::host, |p| p.to_image_platform())
             });
             let regex = source.tag_regex()?.context("source.tag_regex is empty")?;
-            regex::check(&client, &repository, &regex, platform.as_ref()).await
+            regex::check(client, repository, &regex, platform.as_ref()).await
         }
         CheckMode::Semver => {
-            semver::check(&client, &repository, source, request.version.as_ref()).await
+            semver::check(client, repository, source, request.version.as_ref()).await
         }
-    }
-    .with_context(|| format!("checking origin {} failed", source.repository))?;
+    }?;
     debug_assert!(versions.iter().all(|v| !v.digest.is_empty()));
     Ok(versions)
 }

@@ -26,6 +26,7 @@ use self::rootfs::RootfsWriter;
 use self::staged::Staged;
 use crate::auth::Access;
 use crate::concourse::{InRequest, MetadataField, StepResponse};
+use crate::endpoint::Endpoint;
 use crate::image::manifest::{
     Descriptor, ImageManifest, parse_config, parse_index, parse_manifest,
 };
@@ -70,7 +71,6 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         .digest
         .parse()
         .with_context(|| format!("version.digest {:?} is not a digest", version.digest))?;
-    let repository = source.repository()?;
     let label_regex = source.label_regex()?;
     let annotation_regex = source.annotation_regex()?;
     // A step `platform` replaces the source's wholesale, as in the original.
@@ -79,28 +79,31 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         .as_ref()
         .or(source.platform.as_ref())
         .map_or_else(Platform::host, |p| p.to_image_platform());
-    let client = Arc::new(RegistryClient::new(
-        repository.api_host(),
-        source.client_options(Access::Pull)?,
-    )?);
+    let endpoint = Endpoint::connect(source, Access::Pull).await?;
+    // image.tar is named after the origin repository and tag, fully
+    // qualified, whichever registry served it.
+    let repo_tag = format!("{}:{}", endpoint.repository, version.tag);
 
-    tracing::info!("fetching {}@{digest}", source.repository);
+    tracing::info!("fetching {}@{digest}", endpoint.name);
     let progress = Progress::new(source.debug);
-    let fetched = async {
+    let (params, platform, progress_ref, digest_ref) = (&params, &platform, &progress, &digest);
+    let (label_ref, annotation_ref, repo_tag) = (&label_regex, &annotation_regex, &repo_tag);
+    let attempt = |client: Arc<RegistryClient>, repository: Repository| async move {
+        let (progress, digest) = (progress_ref, digest_ref);
         let top = client
             .get_manifest(&repository, &Target::Digest(digest.clone()))
             .await?
-            .with_context(|| format!("image {}@{digest} not found", source.repository))?;
-        let wants_metadata = label_regex.is_some() || annotation_regex.is_some();
+            .with_context(|| format!("image {repository}@{digest} not found"))?;
+        let wants_metadata = label_ref.is_some() || annotation_ref.is_some();
         let writes_image = !params.skip_download && format != Format::OciLayout;
         if format == Format::OciLayout && !params.skip_download {
             // Every platform, as served: no platform choice.
-            layout::write(&client, &repository, &progress, &top, dest).await?;
+            layout::write(&client, &repository, progress, &top, dest).await?;
         }
         if !writes_image && !wants_metadata {
             return Ok(None);
         }
-        let image = resolve_image(&client, &repository, top, &platform).await?;
+        let image = resolve_image(&client, &repository, top, platform).await?;
         let config_bytes = client
             .get_small_blob(&repository, &image.config.digest()?)
             .await
@@ -108,21 +111,19 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         let config = parse_config(&config_bytes)?;
         if writes_image {
             if format == Format::Rootfs {
-                write_rootfs(&client, &repository, &progress, &image, dest).await?;
+                write_rootfs(&client, &repository, progress, &image, dest).await?;
                 metadata::write_file(
                     &dest.join("metadata.json"),
                     &metadata::metadata_json(&config),
                 )?;
             } else {
-                // Named after the origin repository and tag, fully qualified.
-                let repo_tag = format!("{repository}:{}", version.tag);
                 tarball::write(
                     &client,
                     &repository,
-                    &progress,
+                    progress,
                     &image,
                     config_bytes,
-                    repo_tag,
+                    repo_tag.clone(),
                     dest,
                 )
                 .await?;
@@ -130,21 +131,35 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
             metadata::write_file(&dest.join("labels.json"), &metadata::labels_json(&config))?;
         }
         Ok::<_, anyhow::Error>(Some((image, config)))
-    }
-    .await;
+    };
+    // A Docker Hub mirror first; any failure there falls back to the origin
+    // (the outputs are staged, so a failed attempt leaves nothing behind).
+    let fetched = match &endpoint.mirror {
+        Some(mirror) => match attempt(mirror.client.clone(), mirror.repository.clone()).await {
+            Ok(fetched) => Ok(fetched),
+            Err(e) => {
+                tracing::warn!(
+                    "fetching from mirror {} failed: {e:#}; using the origin",
+                    mirror.repository
+                );
+                attempt(endpoint.client.clone(), endpoint.repository.clone()).await
+            }
+        },
+        None => attempt(endpoint.client.clone(), endpoint.repository.clone()).await,
+    };
     progress.finish();
     let fetched = fetched.context("download failed")?;
 
     for (name, value) in [
         ("tag", &version.tag),
         ("digest", &version.digest),
-        ("repository", &source.repository),
+        ("repository", &endpoint.name),
     ] {
         metadata::write_file(&dest.join(name), value.as_bytes())
             .context("saving version info failed")?;
     }
     let mut fields = vec![
-        MetadataField::new("repository", &source.repository),
+        MetadataField::new("repository", &endpoint.name),
         MetadataField::new("tag", &version.tag),
     ];
     if let Some((image, config)) = &fetched {

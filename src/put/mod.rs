@@ -23,6 +23,7 @@ use self::push::{Pusher, first_tag};
 use self::tags::TagRequest;
 use crate::auth::Access;
 use crate::concourse::{MetadataField, OutRequest, StepResponse, Version};
+use crate::endpoint::Endpoint;
 use crate::progress::Progress;
 use crate::registry::RegistryClient;
 
@@ -35,7 +36,6 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     let source = &request.source;
     source.validate()?;
     let params = request.params.unwrap_or_default();
-    let repository = source.repository()?;
 
     let additional = if params.additional_tags.is_empty() {
         None
@@ -60,23 +60,24 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     tag_request.tags(&[])?;
 
     let image_path = input::locate(src, &params.image)?;
-    let mount_from = input::origin_repository(&image_path)
-        .filter(|origin| origin.api_host() == repository.api_host())
-        .map(|origin| origin.path().to_owned());
     let loading = image_path.clone();
     let input = tokio::task::spawn_blocking(move || Input::load(&loading))
         .await
         .context("the image reading thread failed")??;
 
-    let client = RegistryClient::new(repository.api_host(), source.client_options(Access::Push)?)?;
+    let endpoint = Endpoint::connect(source, Access::Push).await?;
+    let (client, repository) = (&endpoint.client, &endpoint.repository);
     if let Some(bytes) = std::env::var(CHUNK_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
     {
         client.set_upload_chunk_bytes(bytes);
     }
+    let mount_from = input::origin_repository(&image_path)
+        .filter(|origin| origin.api_host() == repository.api_host())
+        .map(|origin| origin.path().to_owned());
     let existing = if tag_request.wants_aliases()? {
-        existing_tags(&client, &repository)
+        existing_tags(client, repository)
             .await
             .context("determine aliases")?
     } else {
@@ -93,22 +94,22 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     );
     let progress = Progress::new(source.debug);
     let pusher = Pusher {
-        client: &client,
-        repo: &repository,
+        client,
+        repo: repository,
         progress: &progress,
         mount_from,
     };
     let pushed = pusher.push(input, &tags).await;
     progress.finish();
     let digest = pushed.context("pushing image failed")?;
-    tracing::info!("pushed {}@{digest}", source.repository);
+    tracing::info!("pushed {}@{digest}", endpoint.name);
     Ok(StepResponse {
         version: Version {
             tag: first,
             digest: digest.to_string(),
         },
         metadata: vec![
-            MetadataField::new("repository", &source.repository),
+            MetadataField::new("repository", &endpoint.name),
             MetadataField::new("tags", tags.join(" ")),
         ],
     })

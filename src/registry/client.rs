@@ -70,6 +70,12 @@ impl RegistryClient {
         })
     }
 
+    /// This client with another retry policy.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     pub fn host(&self) -> &str {
         &self.host
     }

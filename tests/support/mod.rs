@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod aws;
 pub mod image;
 pub mod proxy;
 pub mod registry;
@@ -166,6 +167,25 @@ pub fn run_program_env(
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Serves `app` on a free loopback port until the returned sender is used
+/// (or dropped): the harness's small HTTP servers.
+pub fn serve(app: axum::Router) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let listener = runtime()
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    runtime().spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    (port, tx)
 }
 
 /// A free loopback port (the listener is closed before returning; the small

@@ -75,19 +75,7 @@ impl FaultProxy {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(state.clone());
-        let listener = runtime()
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        runtime().spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (port, tx) = super::serve(app);
         FaultProxy {
             port,
             state,

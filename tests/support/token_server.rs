@@ -114,19 +114,7 @@ impl TokenServer {
         let app = axum::Router::new()
             .route("/token", axum::routing::get(issue))
             .with_state(state);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let listener = super::runtime()
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        super::runtime().spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (port, tx) = super::serve(app);
         TokenServer {
             port,
             signer,

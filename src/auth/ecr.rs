@@ -1,0 +1,195 @@
+//! AWS ECR (enabled by `source.aws_region`): AWS credentials (the source's
+//! static keys with an optional session token, else the SDK's default
+//! chain), the `aws_role_arn`/`aws_role_arns` roles assumed in order, then
+//! ECR `GetAuthorizationToken`, whose `AWS:<password>` token becomes basic
+//! credentials for the registry client. The repository is qualified with the
+//! ECR registry host unless it names a registry already.
+
+use anyhow::{Context, anyhow, bail};
+use aws_config::BehaviorVersion;
+use aws_config::sts::AssumeRoleProvider;
+use aws_sdk_ecr::config::{Region, SharedCredentialsProvider};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use base64::Engine;
+
+use super::Credentials;
+use crate::reference::Repository;
+use crate::source::Source;
+
+const SESSION_NAME: &str = "concourse-registry-image";
+
+/// What logging in to ECR gives a step.
+pub struct EcrLogin {
+    pub repository: Repository,
+    pub credentials: Credentials,
+}
+
+pub async fn login(source: &Source, repository: &Repository) -> anyhow::Result<EcrLogin> {
+    let region = source.aws_region.clone();
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.clone()))
+        .http_client(http);
+    let secret = source.aws_secret_access_key.expose();
+    if !source.aws_access_key_id.is_empty() && !secret.is_empty() {
+        let session = Some(source.aws_session_token.expose())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        loader = loader.credentials_provider(aws_sdk_ecr::config::Credentials::new(
+            &source.aws_access_key_id,
+            secret,
+            session,
+            None,
+            "concourse-source",
+        ));
+    }
+    let config = loader.load().await;
+    let mut provider = config.credentials_provider().context(
+        "no AWS credentials: set aws_access_key_id and aws_secret_access_key, \
+         or give the worker credentials of its own",
+    )?;
+    let roles: Vec<&String> = if source.aws_role_arn.is_empty() {
+        source.aws_role_arns.iter().collect()
+    } else {
+        vec![&source.aws_role_arn]
+    };
+    for arn in roles {
+        let assumed = AssumeRoleProvider::builder(arn.as_str())
+            .configure(&config)
+            .session_name(SESSION_NAME)
+            .build_from_provider(provider.clone())
+            .await;
+        // Assumed now, once: a refused role is reported as such, and the
+        // next hop signs with these keys without assuming this role again.
+        use aws_credential_types::provider::ProvideCredentials as _;
+        let credentials = assumed
+            .provide_credentials()
+            .await
+            .map_err(|e| anyhow!("error assuming role '{arn}': {}", concise(e)))?;
+        provider = SharedCredentialsProvider::new(credentials);
+    }
+    let ecr = aws_sdk_ecr::Client::from_conf(
+        aws_sdk_ecr::config::Builder::from(&config)
+            .credentials_provider(provider)
+            .build(),
+    );
+    let answer = ecr
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| anyhow!("failed to authenticate to ECR: {}", concise(e)))?;
+    let data = answer
+        .authorization_data()
+        .first()
+        .context("ECR returned no authorization data")?;
+    let credentials = decode_token(data.authorization_token().unwrap_or_default())?;
+    let host = match source.aws_account_id.as_str() {
+        "" => data
+            .proxy_endpoint()
+            .context("ECR returned no registry endpoint")?
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+        account => registry_host(account, &region),
+    };
+    Ok(EcrLogin {
+        repository: qualify(source, repository, &host)?,
+        credentials,
+    })
+}
+
+/// An SDK error's causes on one line, without the raw responses its Debug
+/// form carries.
+fn concise(error: impl std::error::Error + Send + Sync + 'static) -> String {
+    crate::registry::client::one_line(&anyhow::Error::new(error))
+}
+
+/// `<account>.dkr.ecr.<region>.<partition domain>`.
+pub fn registry_host(account: &str, region: &str) -> String {
+    let domain = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("{account}.dkr.ecr.{region}.{domain}")
+}
+
+/// The repository on the ECR registry, unless the configured one already
+/// names a registry (the original prefixed it a second time).
+fn qualify(source: &Source, repository: &Repository, host: &str) -> anyhow::Result<Repository> {
+    if !repository.is_docker_hub() {
+        return Ok(repository.clone());
+    }
+    Repository::parse(&format!(
+        "{host}/{}",
+        source.repository.trim_start_matches('/')
+    ))
+    .context("the ECR repository")
+}
+
+/// base64 `AWS:<password>` → basic credentials.
+fn decode_token(token: &str) -> anyhow::Result<Credentials> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .map_err(|_| anyhow!("the ECR authorization token is not base64"))?;
+    let text = String::from_utf8(decoded)
+        .map_err(|_| anyhow!("the ECR authorization token is not text"))?;
+    let Some((user, password)) = text.split_once(':') else {
+        bail!("the ECR authorization token is not `user:password`");
+    };
+    Credentials::from_parts(user, password.trim()).context("the ECR authorization token is empty")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_per_partition() {
+        assert_eq!(
+            registry_host("123456789012", "us-east-1"),
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            registry_host("123456789012", "cn-north-1"),
+            "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"
+        );
+    }
+
+    #[test]
+    fn tokens() {
+        let token = base64::engine::general_purpose::STANDARD.encode("AWS:secret-pw");
+        let c = decode_token(&token).unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("AWS", "secret-pw")
+        );
+        assert!(decode_token("!!").is_err());
+        let bad = base64::engine::general_purpose::STANDARD.encode("nocolon");
+        assert!(decode_token(&bad).is_err());
+    }
+
+    #[test]
+    fn repositories_are_qualified_once() {
+        let source: Source = serde_json::from_str(r#"{"repository":"team/app"}"#).unwrap();
+        let repo = source.repository().unwrap();
+        let q = qualify(&source, &repo, "1.dkr.ecr.eu-west-1.amazonaws.com").unwrap();
+        assert_eq!(q.to_string(), "1.dkr.ecr.eu-west-1.amazonaws.com/team/app");
+        let single: Source = serde_json::from_str(r#"{"repository":"app"}"#).unwrap();
+        let q = qualify(&single, &single.repository().unwrap(), "h.example.com").unwrap();
+        assert_eq!(q.path(), "app", "no library/ on ECR");
+        let full: Source =
+            serde_json::from_str(r#"{"repository":"1.dkr.ecr.eu-west-1.amazonaws.com/team/app"}"#)
+                .unwrap();
+        let q = qualify(
+            &full,
+            &full.repository().unwrap(),
+            "1.dkr.ecr.eu-west-1.amazonaws.com",
+        )
+        .unwrap();
+        assert_eq!(q.to_string(), "1.dkr.ecr.eu-west-1.amazonaws.com/team/app");
+    }
+}

@@ -1,0 +1,125 @@
+//! Where a step's registry requests go, decided once from `source`: the
+//! repository (rewritten to the ECR registry when `aws_region` is set), its
+//! credentials (source, else ECR's token, else the docker config), and, for
+//! Docker Hub repositories read by `check` and `in`, the `registry_mirror`
+//! to try first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::auth::{Access, Credentials, docker_config, ecr};
+use crate::reference::Repository;
+use crate::registry::http::parse_ca_certs;
+use crate::registry::retry::RetryPolicy;
+use crate::registry::{ClientOptions, RegistryClient};
+use crate::source::Source;
+
+/// The origin registry and, maybe, a mirror.
+pub struct Endpoint {
+    pub repository: Repository,
+    /// How the repository is named in metadata and files: as configured,
+    /// or as ECR qualified it.
+    pub name: String,
+    pub client: Arc<RegistryClient>,
+    pub mirror: Option<Mirror>,
+}
+
+/// A Docker Hub mirror: tried first, left at the first failure.
+pub struct Mirror {
+    pub repository: Repository,
+    pub client: Arc<RegistryClient>,
+}
+
+/// The mirror gets a short retry budget: the origin is the fallback, and a
+/// failing mirror must not hold a step for minutes.
+fn mirror_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(250),
+        max_delay: Duration::from_secs(2),
+        budget: Duration::from_secs(10),
+    }
+}
+
+impl Endpoint {
+    /// Authenticates what needs it up front (ECR) and builds the clients.
+    /// `source` must have been validated.
+    pub async fn connect(source: &Source, access: Access) -> anyhow::Result<Endpoint> {
+        let mut repository = source.repository()?;
+        let mut name = source.repository.clone();
+        let mut credentials = source.credentials();
+        if !source.aws_region.is_empty() {
+            let login = ecr::login(source, &repository)
+                .await
+                .context("cannot authenticate with ECR")?;
+            if login.repository != repository {
+                name = login.repository.to_string();
+                repository = login.repository;
+            }
+            credentials = Some(login.credentials);
+        }
+        if credentials.is_none() {
+            credentials = docker_credentials(repository.registry()).await;
+        }
+        let ca_certs = parse_ca_certs(&source.ca_certs).context("source.ca_certs")?;
+        let client = RegistryClient::new(
+            repository.api_host(),
+            ClientOptions {
+                credentials,
+                insecure: source.insecure,
+                ca_certs: ca_certs.clone(),
+                access,
+            },
+        )?;
+        let mirror = match &source.registry_mirror {
+            Some(mirror) if access == Access::Pull && repository.is_docker_hub() => {
+                let mirror_repository = repository
+                    .on_registry(&mirror.host)
+                    .context("source.registry_mirror.host")?;
+                let client = RegistryClient::new(
+                    mirror_repository.api_host(),
+                    ClientOptions {
+                        credentials: Credentials::from_parts(
+                            &mirror.username,
+                            mirror.password.expose(),
+                        ),
+                        insecure: source.insecure,
+                        ca_certs,
+                        access,
+                    },
+                )?
+                .with_retry(mirror_retry());
+                Some(Mirror {
+                    repository: mirror_repository,
+                    client: Arc::new(client),
+                })
+            }
+            _ => None,
+        };
+        Ok(Endpoint {
+            repository,
+            name,
+            client: Arc::new(client),
+            mirror,
+        })
+    }
+}
+
+/// The docker config's credentials; a broken config is reported and skipped
+/// (it is a convenience for local use, never required).
+async fn docker_credentials(registry: &str) -> Option<Credentials> {
+    match docker_config::lookup(registry).await {
+        Ok(found) => {
+            if found.is_some() {
+                tracing::debug!("using credentials for {registry} from the docker config");
+            }
+            found
+        }
+        Err(e) => {
+            tracing::warn!("ignoring the docker config: {e:#}");
+            None
+        }
+    }
+}
