@@ -50,6 +50,9 @@ impl Endpoint {
         let mut repository = source.repository()?;
         let mut name = source.repository.clone();
         let mut credentials = source.credentials();
+        if !source.aws_ecr_registry_id.is_empty() {
+            tracing::warn!("aws_ecr_registry_id is no longer required and is ignored");
+        }
         if !source.aws_region.is_empty() {
             let login = ecr::login(source, &repository)
                 .await
