@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 use flate2::{Compress, Compression, Crc, FlushCompress};
 
@@ -31,7 +31,18 @@ const FINAL_BLOCK: [u8; 5] = [1, 0, 0, 0xff, 0xff];
 /// binaries are far below, compressed data is above 7.99.
 const STORE_ENTROPY: f64 = 7.95;
 
-type Job = (Vec<u8>, SyncSender<io::Result<Vec<u8>>>);
+/// A block of input and its compressed form. Each stream reuses its own
+/// (as many as it has blocks in flight) and each thread its deflate state,
+/// so a layer costs a few allocations, not several a megabyte.
+#[derive(Default)]
+struct Buffers {
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+type Job = (Buffers, SyncSender<io::Result<Buffers>>);
+/// A block's compressed bytes to come, and its place in the budget.
+type Pending<'a> = (Receiver<io::Result<Buffers>>, Permit<'a>);
 
 /// Gzips all of `input` into `out` on `threads` threads, calling `read`
 /// with the count of each block of input consumed.
@@ -50,36 +61,52 @@ pub fn compress(
         for _ in 0..threads {
             let queue = queue.clone();
             scope.spawn(move || {
+                let mut deflate = Compress::new(Compression::new(LEVEL), false);
                 loop {
                     let job = match queue.lock() {
                         Ok(q) => q.recv(),
                         Err(_) => return,
                     };
-                    let Ok((block, reply)) = job else { return };
-                    let _ = reply.send(compress_block(&block));
+                    let Ok((mut buffers, reply)) = job else {
+                        return;
+                    };
+                    let done = compress_block(&mut deflate, &buffers.input, &mut buffers.output);
+                    let _ = reply.send(done.map(|()| buffers));
                 }
             });
         }
-        // Blocks in flight, oldest first: bounded, so memory stays small.
-        let mut pending: VecDeque<Receiver<io::Result<Vec<u8>>>> = VecDeque::new();
+        // This stream's blocks in flight, oldest first, and buffers free.
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut spare: Vec<Buffers> = Vec::new();
+        let budget = Budget::global();
         loop {
-            let block = read_block(input)?;
-            if block.is_empty() {
+            // A stream holding permits never waits for one (two streams
+            // could then wait for each other): it finishes its own oldest
+            // block instead, and waits only with none.
+            let permit = loop {
+                if let Some(permit) = budget.try_take() {
+                    break permit;
+                }
+                if pending.is_empty() {
+                    break budget.take();
+                }
+                write_next(&mut pending, &mut spare, out)?;
+            };
+            let mut buffers = spare.pop().unwrap_or_default();
+            read_block(input, &mut buffers.input)?;
+            if buffers.input.is_empty() {
                 break;
             }
-            crc.update(&block);
-            read(block.len() as u64);
+            crc.update(&buffers.input);
+            read(buffers.input.len() as u64);
             let (reply, result) = sync_channel(1);
-            jobs.send((block, reply))
+            jobs.send((buffers, reply))
                 .map_err(|_| io::Error::other("a compression thread stopped"))?;
-            pending.push_back(result);
-            while pending.len() > threads {
-                write_next(&mut pending, out)?;
-            }
+            pending.push_back((result, permit));
         }
         drop(jobs);
         while !pending.is_empty() {
-            write_next(&mut pending, out)?;
+            write_next(&mut pending, &mut spare, out)?;
         }
         Ok(())
     })?;
@@ -89,40 +116,98 @@ pub fn compress(
     Ok(())
 }
 
+/// Writes the oldest block in flight, keeps its buffers for another block
+/// and frees its permit.
 fn write_next(
-    pending: &mut VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    pending: &mut VecDeque<Pending>,
+    spare: &mut Vec<Buffers>,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let Some(next) = pending.pop_front() else {
+    let Some((next, _permit)) = pending.pop_front() else {
         return Ok(());
     };
-    let bytes = next
+    let buffers = next
         .recv()
         .map_err(|_| io::Error::other("a compression thread stopped"))??;
-    out.write_all(&bytes)
+    out.write_all(&buffers.output)?;
+    spare.push(buffers);
+    Ok(())
 }
 
-/// Up to one block; shorter only at the end of the input.
-fn read_block(input: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut block = Vec::with_capacity(BLOCK_BYTES);
-    input.take(BLOCK_BYTES as u64).read_to_end(&mut block)?;
-    Ok(block)
+/// Blocks in flight across every stream of the process: two per core
+/// keeps the cores busy while one block per core waits to be written.
+struct Budget {
+    free: Mutex<usize>,
+    freed: Condvar,
 }
 
-/// One block as raw deflate ending byte-aligned and non-final.
-fn compress_block(block: &[u8]) -> io::Result<Vec<u8>> {
-    if entropy(block) > STORE_ENTROPY {
-        return Ok(stored(block));
+/// One block's place in the [`Budget`], given back when dropped.
+struct Permit<'a>(&'a Budget);
+
+impl Budget {
+    fn global() -> &'static Budget {
+        static BUDGET: OnceLock<Budget> = OnceLock::new();
+        BUDGET.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+            Budget {
+                free: Mutex::new(2 * cores),
+                freed: Condvar::new(),
+            }
+        })
     }
-    let mut deflate = Compress::new(Compression::new(LEVEL), false);
-    let mut out = Vec::with_capacity(block.len() / 2 + 4096);
+
+    fn try_take(&self) -> Option<Permit<'_>> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        (*free > 0).then(|| {
+            *free -= 1;
+            Permit(self)
+        })
+    }
+
+    fn take(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// Up to one block into `block`; shorter only at the end of the input.
+fn read_block(input: &mut impl Read, block: &mut Vec<u8>) -> io::Result<()> {
+    block.clear();
+    block.reserve(BLOCK_BYTES);
+    input.take(BLOCK_BYTES as u64).read_to_end(block)?;
+    Ok(())
+}
+
+/// One block as raw deflate ending byte-aligned and non-final, into `out`.
+fn compress_block(deflate: &mut Compress, block: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    out.clear();
+    if entropy(block) > STORE_ENTROPY {
+        stored(block, out);
+        return Ok(());
+    }
+    deflate.reset();
+    out.reserve(block.len() / 2 + 4096);
     loop {
         if out.capacity() - out.len() < 4096 {
             out.reserve(block.len() / 4 + 4096);
         }
         let consumed = deflate.total_in() as usize;
         deflate
-            .compress_vec(&block[consumed..], &mut out, FlushCompress::Full)
+            .compress_vec(&block[consumed..], out, FlushCompress::Full)
             .map_err(io::Error::other)?;
         // The flush is complete once it left output space unused.
         if deflate.total_in() as usize == block.len() && out.len() < out.capacity() {
@@ -130,14 +215,15 @@ fn compress_block(block: &[u8]) -> io::Result<Vec<u8>> {
         }
     }
     if out.len() >= block.len() {
-        return Ok(stored(block));
+        out.clear();
+        stored(block, out);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Stored (uncompressed) deflate blocks of at most 65,535 bytes.
-fn stored(block: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(block.len() + block.len() / 65535 * 5 + 5);
+fn stored(block: &[u8], out: &mut Vec<u8>) {
+    out.reserve(block.len() + block.len() / 65535 * 5 + 5);
     for part in block.chunks(65535) {
         let len = part.len() as u16;
         out.push(0);
@@ -145,7 +231,6 @@ fn stored(block: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&(!len).to_le_bytes());
         out.extend_from_slice(part);
     }
-    out
 }
 
 /// Bytes sampled for the entropy estimate: one in this many (131,072 of a
@@ -193,11 +278,10 @@ mod tests {
         out
     }
 
-    #[test]
-    fn round_trips_and_is_deterministic_whatever_the_threads() {
+    /// The mixed test input (text, random, text) across several blocks.
+    fn mixed_input() -> Vec<u8> {
         let mut state = 0x1234_5678_9abc_def0u64;
         let mut input = Vec::new();
-        // Text, then random bytes (stored), then text again, across blocks.
         for i in 0..60_000 {
             input.extend_from_slice(format!("line {i} of some text\n").as_bytes());
         }
@@ -208,12 +292,45 @@ mod tests {
             input.push((state >> 32) as u8);
         }
         input.extend_from_slice(&vec![b'x'; 100_000]);
+        input
+    }
+
+    #[test]
+    fn output_is_pinned_across_releases() {
+        // A layer pushed again by a later release must keep its digest, or
+        // every put of an unchanged tarball would make a new version.
+        let digest = crate::image::Digest::sha256_of(&gzip(&mixed_input(), 2));
+        assert_eq!(
+            digest.to_string(),
+            "sha256:52350b8cdf08823f2cb7498bae5c185d5fab1427ecefc2ea9969c29e09840528"
+        );
+    }
+
+    #[test]
+    fn round_trips_and_is_deterministic_whatever_the_threads() {
+        let input = mixed_input();
         let one = gzip(&input, 1);
         assert_eq!(gunzip(&one), input);
         assert_eq!(gzip(&input, 3), one);
         assert!(one.len() < input.len());
         assert_eq!(gunzip(&gzip(b"", 2)), b"");
         assert_eq!(gunzip(&gzip(b"a", 2)), b"a");
+    }
+
+    #[test]
+    fn streams_at_once_share_the_budget_without_waiting_on_each_other() {
+        let input: Vec<u8> = (0..5 * BLOCK_BYTES + 17).map(|i| (i % 251) as u8).collect();
+        let alone = gzip(&input, 2);
+        let limit = 2 * std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let input = &input;
+        std::thread::scope(|scope| {
+            let streams: Vec<_> = (0..limit + 3)
+                .map(|i| scope.spawn(move || gzip(input, 1 + i % 3)))
+                .collect();
+            for stream in streams {
+                assert!(stream.join().unwrap() == alone);
+            }
+        });
     }
 
     #[test]

@@ -295,8 +295,8 @@ impl RegistryClient {
         let mut offset = 0u64;
         // The part of a piece beyond the previous chunk's end.
         let mut carry = Bytes::new();
+        let mut buffer = BytesMut::with_capacity(chunk_bytes);
         loop {
-            let mut buffer = BytesMut::with_capacity(chunk_bytes);
             let mut end = None;
             loop {
                 if !carry.is_empty() {
@@ -319,9 +319,15 @@ impl RegistryClient {
             if !buffer.is_empty() {
                 let chunk = buffer.freeze();
                 let len = chunk.len() as u64;
-                self.patch_chunk(repo, location, offset, chunk, end.is_some())
+                self.patch_chunk(repo, location, offset, &chunk, end.is_some())
                     .await?;
                 offset += len;
+                // The same memory for the next chunk once the request let
+                // go of it (one allocation a blob, not one a chunk).
+                buffer = chunk
+                    .try_into_mut()
+                    .unwrap_or_else(|_| BytesMut::with_capacity(chunk_bytes));
+                buffer.clear();
             }
             if let Some(end) = end {
                 return Ok(end);
@@ -336,7 +342,7 @@ impl RegistryClient {
         repo: &Repository,
         location: &mut Url,
         start: u64,
-        chunk: Bytes,
+        chunk: &Bytes,
         last: bool,
     ) -> Result<(), Failure> {
         let end = start + chunk.len() as u64;
