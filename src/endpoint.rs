@@ -67,33 +67,23 @@ impl Endpoint {
             credentials = docker_credentials(repository.registry()).await;
         }
         let ca_certs = parse_ca_certs(&source.ca_certs).context("source.ca_certs")?;
-        let client = RegistryClient::new(
-            repository.api_host(),
-            ClientOptions {
-                credentials,
-                insecure: source.insecure,
-                ca_certs: ca_certs.clone(),
-                access,
-            },
-        )?;
+        let options = |credentials| ClientOptions {
+            credentials,
+            insecure: source.insecure,
+            ca_certs: ca_certs.clone(),
+            access,
+        };
+        let client = RegistryClient::new(repository.api_host(), options(credentials))?;
         let mirror = match &source.registry_mirror {
             Some(mirror) if access == Access::Pull && repository.is_docker_hub() => {
                 let mirror_repository = repository
                     .on_registry(&mirror.host)
                     .context("source.registry_mirror.host")?;
-                let client = RegistryClient::new(
-                    mirror_repository.api_host(),
-                    ClientOptions {
-                        credentials: Credentials::from_parts(
-                            &mirror.username,
-                            mirror.password.expose(),
-                        ),
-                        insecure: source.insecure,
-                        ca_certs,
-                        access,
-                    },
-                )?
-                .with_retry(mirror_retry());
+                let credentials =
+                    Credentials::from_parts(&mirror.username, mirror.password.expose());
+                let client =
+                    RegistryClient::new(mirror_repository.api_host(), options(credentials))?
+                        .with_retry(mirror_retry());
                 Some(Mirror {
                     repository: mirror_repository,
                     client: Arc::new(client),
@@ -107,6 +97,36 @@ impl Endpoint {
             client: Arc::new(client),
             mirror,
         })
+    }
+}
+
+impl Endpoint {
+    /// `attempt` on the mirror when there is one, then on the origin if the
+    /// mirror failed or `usable` turns its answer down. `what` says what
+    /// is attempted, for the log.
+    pub async fn mirror_first<T, Fut>(
+        &self,
+        what: &str,
+        usable: impl Fn(&T) -> bool,
+        attempt: impl Fn(Arc<RegistryClient>, Repository) -> Fut,
+    ) -> anyhow::Result<T>
+    where
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        if let Some(mirror) = &self.mirror {
+            match attempt(mirror.client.clone(), mirror.repository.clone()).await {
+                Ok(answer) if usable(&answer) => return Ok(answer),
+                Ok(_) => tracing::info!(
+                    "{what} mirror {}: nothing there; using the origin",
+                    mirror.repository
+                ),
+                Err(e) => tracing::warn!(
+                    "{what} mirror {} failed: {e:#}; using the origin",
+                    mirror.repository
+                ),
+            }
+        }
+        attempt(self.client.clone(), self.repository.clone()).await
     }
 }
 

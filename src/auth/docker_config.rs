@@ -11,11 +11,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use base64::Engine;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use super::Credentials;
+use super::{Credentials, decode_basic};
 
 /// The key Docker uses for Docker Hub in `auths` and with helpers.
 const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
@@ -117,15 +116,9 @@ fn key_matches(key: &str, registry: &str, docker_hub: bool) -> bool {
 
 fn from_entry(entry: &AuthEntry) -> anyhow::Result<Option<Credentials>> {
     if !entry.auth.is_empty() {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(entry.auth.trim())
-            .context("an `auth` entry of the docker config is not base64")?;
-        let text = String::from_utf8(decoded)
-            .context("an `auth` entry of the docker config is not text")?;
-        let Some((username, password)) = text.split_once(':') else {
-            bail!("an `auth` entry of the docker config is not `user:password`");
-        };
-        return Ok(Credentials::from_parts(username, password));
+        let (username, password) =
+            decode_basic(&entry.auth, "an `auth` entry of the docker config")?;
+        return Ok(Credentials::from_parts(&username, &password));
     }
     Ok(Credentials::from_parts(&entry.username, &entry.password))
 }
@@ -171,6 +164,8 @@ async fn run_helper(helper: &str, server: &str) -> anyhow::Result<Option<Credent
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+
     use super::*;
 
     #[test]

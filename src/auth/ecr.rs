@@ -5,14 +5,13 @@
 //! credentials for the registry client. The repository is qualified with the
 //! ECR registry host unless it names a registry already.
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use aws_config::BehaviorVersion;
 use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_ecr::config::{Region, SharedCredentialsProvider};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use base64::Engine;
 
-use super::Credentials;
+use super::{Credentials, decode_basic};
 use crate::reference::Repository;
 use crate::source::Source;
 
@@ -132,19 +131,14 @@ fn qualify(source: &Source, repository: &Repository, host: &str) -> anyhow::Resu
 
 /// base64 `AWS:<password>` → basic credentials.
 fn decode_token(token: &str) -> anyhow::Result<Credentials> {
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(token.trim())
-        .map_err(|_| anyhow!("the ECR authorization token is not base64"))?;
-    let text = String::from_utf8(decoded)
-        .map_err(|_| anyhow!("the ECR authorization token is not text"))?;
-    let Some((user, password)) = text.split_once(':') else {
-        bail!("the ECR authorization token is not `user:password`");
-    };
-    Credentials::from_parts(user, password.trim()).context("the ECR authorization token is empty")
+    let (user, password) = decode_basic(token, "the ECR authorization token")?;
+    Credentials::from_parts(&user, password.trim()).context("the ECR authorization token is empty")
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+
     use super::*;
 
     #[test]

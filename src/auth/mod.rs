@@ -31,6 +31,21 @@ impl Credentials {
     }
 }
 
+/// base64 `user:password` (a docker config `auth` entry, an ECR token),
+/// decoded; `what` names it in errors. The errors never include the bytes:
+/// they are a secret.
+pub fn decode_basic(encoded: &str, what: &str) -> anyhow::Result<(String, String)> {
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| anyhow::anyhow!("{what} is not base64"))?;
+    let text = String::from_utf8(decoded).map_err(|_| anyhow::anyhow!("{what} is not text"))?;
+    match text.split_once(':') {
+        Some((user, password)) => Ok((user.to_owned(), password.to_owned())),
+        None => anyhow::bail!("{what} is not `user:password`"),
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")

@@ -22,20 +22,13 @@ pub async fn run(request: CheckRequest) -> anyhow::Result<Vec<Version>> {
     let source = &request.source;
     source.validate()?;
     let endpoint = Endpoint::connect(source, Access::Pull).await?;
-    if let Some(mirror) = &endpoint.mirror {
-        match check_on(&mirror.client, &mirror.repository, &request).await {
-            Ok(versions) if !versions.is_empty() => return Ok(versions),
-            Ok(_) => tracing::info!(
-                "mirror {} has no versions; checking the origin",
-                mirror.repository
-            ),
-            Err(e) => tracing::warn!(
-                "checking mirror {} failed: {e:#}; checking the origin",
-                mirror.repository
-            ),
-        }
-    }
-    check_on(&endpoint.client, &endpoint.repository, &request)
+    let request = &request;
+    endpoint
+        .mirror_first(
+            "checking",
+            |versions: &Vec<Version>| !versions.is_empty(),
+            |client, repository| async move { check_on(&client, &repository, request).await },
+        )
         .await
         .with_context(|| format!("checking origin {} failed", endpoint.name))
 }

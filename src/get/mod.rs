@@ -10,7 +10,7 @@ mod blob_reader;
 mod layout;
 mod metadata;
 mod rootfs;
-mod safe_path;
+pub(crate) mod safe_path;
 mod staged;
 mod tarball;
 
@@ -134,19 +134,9 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
     };
     // A Docker Hub mirror first; any failure there falls back to the origin
     // (the outputs are staged, so a failed attempt leaves nothing behind).
-    let fetched = match &endpoint.mirror {
-        Some(mirror) => match attempt(mirror.client.clone(), mirror.repository.clone()).await {
-            Ok(fetched) => Ok(fetched),
-            Err(e) => {
-                tracing::warn!(
-                    "fetching from mirror {} failed: {e:#}; using the origin",
-                    mirror.repository
-                );
-                attempt(endpoint.client.clone(), endpoint.repository.clone()).await
-            }
-        },
-        None => attempt(endpoint.client.clone(), endpoint.repository.clone()).await,
-    };
+    let fetched = endpoint
+        .mirror_first("fetching from", |_| true, attempt)
+        .await;
     progress.finish();
     let fetched = fetched.context("download failed")?;
 

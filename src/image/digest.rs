@@ -22,7 +22,8 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    fn name(self) -> &'static str {
+    /// As digests and layout paths spell it (`sha256`).
+    pub fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
             Algorithm::Sha512 => "sha512",
@@ -48,10 +49,9 @@ impl Digest {
 
     /// Whether `bytes` hash to this digest.
     pub fn matches(&self, bytes: &[u8]) -> bool {
-        match self.algorithm {
-            Algorithm::Sha256 => hex::encode(Sha256::digest(bytes)) == self.hex,
-            Algorithm::Sha512 => hex::encode(sha2::Sha512::digest(bytes)) == self.hex,
-        }
+        let mut hasher = Hasher::new(self.algorithm);
+        hasher.update(bytes);
+        hasher.finish() == *self
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -97,6 +97,18 @@ impl Hasher {
                 hex: hex::encode(h.finalize()),
             },
         }
+    }
+}
+
+/// So a hash can be fed with `io::copy`.
+impl std::io::Write for Hasher {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -60,6 +60,11 @@ impl LocalBlob {
         }
     }
 
+    /// What the blob is, for progress, logs and errors (`layer 2/3`).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     pub fn finish_bar(&self) {
         if let Some(Some(bar)) = self.bar.get() {
             bar.finish();
@@ -99,8 +104,7 @@ fn produce(data: &BlobData, out: &mut PieceWriter, bar: Option<&ProgressBar>) ->
         }
         BlobData::Slice(slice) => copy(slice, out, bar),
         BlobData::Gzip(slice) => {
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-            super::gzip::compress(&mut slice.open()?, out, threads, |n| {
+            super::gzip::compress(&mut slice.open()?, out, super::gzip::cores(), |n| {
                 if let Some(bar) = bar {
                     bar.inc(n);
                 }
@@ -195,13 +199,9 @@ impl Write for PieceWriter {
 /// be known before asking the registry whether it has it).
 pub fn hash(slice: &FileSlice, algorithm: Algorithm) -> io::Result<crate::image::Digest> {
     let mut hasher = Hasher::new(algorithm);
-    let mut reader = slice.open()?;
-    let mut buffer = vec![0u8; PIECE_BYTES];
-    loop {
-        let n = reader.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hasher.finish());
-        }
-        hasher.update(&buffer[..n]);
-    }
+    io::copy(
+        &mut io::BufReader::with_capacity(PIECE_BYTES, slice.open()?),
+        &mut hasher,
+    )?;
+    Ok(hasher.finish())
 }

@@ -134,6 +134,12 @@ fn write_next(
     Ok(())
 }
 
+/// Threads worth compressing on: the cores, up to 4 (the registry and the
+/// uploads need CPU too).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
+}
+
 /// Blocks in flight across every stream of the process: two per core
 /// keeps the cores busy while one block per core waits to be written.
 struct Budget {
@@ -147,12 +153,9 @@ struct Permit<'a>(&'a Budget);
 impl Budget {
     fn global() -> &'static Budget {
         static BUDGET: OnceLock<Budget> = OnceLock::new();
-        BUDGET.get_or_init(|| {
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-            Budget {
-                free: Mutex::new(2 * cores),
-                freed: Condvar::new(),
-            }
+        BUDGET.get_or_init(|| Budget {
+            free: Mutex::new(2 * cores()),
+            freed: Condvar::new(),
         })
     }
 
@@ -278,19 +281,25 @@ mod tests {
         out
     }
 
+    /// `len` incompressible bytes (xorshift) from `seed`.
+    fn noise(len: usize, mut state: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
+            .collect()
+    }
+
     /// The mixed test input (text, random, text) across several blocks.
     fn mixed_input() -> Vec<u8> {
-        let mut state = 0x1234_5678_9abc_def0u64;
         let mut input = Vec::new();
         for i in 0..60_000 {
             input.extend_from_slice(format!("line {i} of some text\n").as_bytes());
         }
-        for _ in 0..(3 * BLOCK_BYTES / 2) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            input.push((state >> 32) as u8);
-        }
+        input.extend_from_slice(&noise(3 * BLOCK_BYTES / 2, 0x1234_5678_9abc_def0));
         input.extend_from_slice(&vec![b'x'; 100_000]);
         input
     }
@@ -321,7 +330,7 @@ mod tests {
     fn streams_at_once_share_the_budget_without_waiting_on_each_other() {
         let input: Vec<u8> = (0..5 * BLOCK_BYTES + 17).map(|i| (i % 251) as u8).collect();
         let alone = gzip(&input, 2);
-        let limit = 2 * std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let limit = 2 * cores();
         let input = &input;
         std::thread::scope(|scope| {
             let streams: Vec<_> = (0..limit + 3)
@@ -335,15 +344,7 @@ mod tests {
 
     #[test]
     fn random_data_is_stored_not_expanded_much() {
-        let mut state = 7u64;
-        let input: Vec<u8> = (0..BLOCK_BYTES * 2)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let input = noise(BLOCK_BYTES * 2, 7);
         let out = gzip(&input, 2);
         assert!(
             out.len() < input.len() + input.len() / 1000,

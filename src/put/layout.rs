@@ -168,9 +168,7 @@ impl Walk<'_> {
 }
 
 fn blob_path(digest: &Digest) -> String {
-    let text = digest.to_string();
-    let (algorithm, hex) = text.split_once(':').unwrap_or(("sha256", &text));
-    format!("blobs/{algorithm}/{hex}")
+    format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
 }
 
 /// A manifest blob, verified against its descriptor's digest.

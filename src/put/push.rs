@@ -36,7 +36,6 @@ pub struct Pusher<'a> {
 
 /// One blob to get into the repository.
 struct Job {
-    label: String,
     expected: Option<(Digest, u64)>,
     source: LocalBlob,
 }
@@ -57,10 +56,10 @@ impl Pusher<'_> {
             .buffer_unordered(MANIFEST_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
-        let first = tags.first().context("no tag to push")?;
+        let first = first_tag(tags)?;
         let served = self
             .client
-            .resolve_digest(self.repo, &Target::Tag(first.clone()))
+            .resolve_digest(self.repo, &Target::Tag(first.to_owned()))
             .await?
             .with_context(|| format!("{}:{first} is missing right after its push", self.repo))?;
         if served != top.digest {
@@ -78,7 +77,6 @@ impl Pusher<'_> {
             .blobs
             .into_iter()
             .map(|blob| Job {
-                label: blob.digest.to_string(),
                 source: LocalBlob::new(
                     BlobData::Slice(blob.data),
                     blob.digest.algorithm(),
@@ -154,7 +152,6 @@ impl Pusher<'_> {
         }
         let total = image.layers.len();
         let mut jobs = vec![Job {
-            label: "config".to_owned(),
             expected: Some((config_digest.clone(), image.config.len() as u64)),
             source: LocalBlob::new(
                 BlobData::Memory(image.config.clone()),
@@ -184,7 +181,6 @@ impl Pusher<'_> {
             positions.push(Some((jobs.len(), *compression)));
             jobs.push(Job {
                 source: LocalBlob::new(data, Algorithm::Sha256, &label, self.progress),
-                label,
                 expected,
             });
         }
@@ -277,7 +273,7 @@ impl Pusher<'_> {
                         },
                     )
                     .await
-                    .with_context(|| format!("pushing {}", job.label))?;
+                    .with_context(|| format!("pushing {}", job.source.label()))?;
                 job.source.finish_bar();
                 if log_lines {
                     let how = match outcome.transfer {
@@ -287,7 +283,7 @@ impl Pusher<'_> {
                     };
                     tracing::info!(
                         "{} {}: {how} ({} bytes, {} ms)",
-                        job.label,
+                        job.source.label(),
                         outcome.digest,
                         outcome.size,
                         started.elapsed().as_millis()

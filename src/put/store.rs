@@ -6,10 +6,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+
+use crate::get::safe_path::entry_components;
 
 /// A byte range of a file on disk: a whole file, or one file inside a tar.
 #[derive(Clone, Debug)]
@@ -171,19 +173,15 @@ impl Store {
     }
 }
 
-/// An archive path as `a/b/c`: `./` and leading `/` dropped, `..` applied;
-/// `None` for names that leave the archive or name its root.
+/// An archive path as `a/b/c`: `./` and leading `/` dropped, `..` applied
+/// (as `in` reads layer entries); `None` for names that leave the archive,
+/// name its root or are not UTF-8.
 fn normalize(path: &Path) -> Option<String> {
-    let mut parts: Vec<String> = Vec::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => parts.push(part.to_str()?.to_owned()),
-            Component::ParentDir => {
-                parts.pop()?;
-            }
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
+    let parts = entry_components(path).ok()?;
+    let parts = parts
+        .iter()
+        .map(|part| part.to_str())
+        .collect::<Option<Vec<&str>>>()?;
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 

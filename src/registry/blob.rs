@@ -3,17 +3,25 @@
 
 use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, StatusCode};
+use url::Url;
 
 use super::client::RegistryClient;
 use super::error::StatusError;
 use super::manifest::read_limited;
 use crate::image::Digest;
+use crate::image::digest::{Algorithm, Hasher};
 use crate::reference::Repository;
 
 /// Image configs are small; anything beyond this is refused.
 const MAX_CONFIG_BYTES: usize = 32 << 20;
 
 impl RegistryClient {
+    /// `/v2/<name>/blobs/<digest>` on this registry.
+    pub(super) async fn blob_url(&self, repo: &Repository, digest: &Digest) -> anyhow::Result<Url> {
+        self.url(&format!("/v2/{}/blobs/{digest}", repo.path()))
+            .await
+    }
+
     /// Fetches a small blob whole, verifying its digest.
     pub async fn get_small_blob(
         &self,
@@ -23,9 +31,7 @@ impl RegistryClient {
         let what = format!("GET blob {repo}@{digest}");
         self.retry()
             .run(&what, || async {
-                let url = self
-                    .url(&format!("/v2/{}/blobs/{digest}", repo.path()))
-                    .await?;
+                let url = self.blob_url(repo, digest).await?;
                 let response = self.send_once(Method::GET, url, repo.path(), |r| r).await?;
                 if response.status() != StatusCode::OK {
                     return Err(anyhow!(
@@ -81,14 +87,11 @@ impl RegistryClient {
         size: u64,
         sink: &tokio::sync::mpsc::Sender<BlobChunk>,
     ) -> anyhow::Result<()> {
-        use sha2::Digest as _;
-        let mut hasher = sha2::Sha256::new();
-        if digest.algorithm() != crate::image::digest::Algorithm::Sha256 {
+        if digest.algorithm() != Algorithm::Sha256 {
             bail!("blob {digest}: only sha256 layer digests are supported");
         }
-        let url = self
-            .url(&format!("/v2/{}/blobs/{digest}", repo.path()))
-            .await?;
+        let mut hasher = Hasher::new(digest.algorithm());
+        let url = self.blob_url(repo, digest).await?;
         let mut received: u64 = 0;
         let mut resumes = 0u32;
         let started = std::time::Instant::now();
@@ -162,9 +165,9 @@ impl RegistryClient {
             );
             tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(resumes))).await;
         }
-        let actual = hex::encode(hasher.finalize());
-        if actual != digest.hex() {
-            bail!("blob {digest} does not match its digest (got sha256:{actual})");
+        let actual = hasher.finish();
+        if actual != *digest {
+            bail!("blob {digest} does not match its digest (got {actual})");
         }
         Ok(())
     }

@@ -132,9 +132,7 @@ impl RegistryClient {
 
     /// Whether the repository has a blob (`HEAD`).
     pub async fn blob_exists(&self, repo: &Repository, digest: &Digest) -> anyhow::Result<bool> {
-        let url = self
-            .url(&format!("/v2/{}/blobs/{digest}", repo.path()))
-            .await?;
+        let url = self.blob_url(repo, digest).await?;
         let response = self.send(Method::HEAD, url, repo.path(), |r| r).await?;
         match response.status() {
             StatusCode::OK => Ok(true),
