@@ -159,19 +159,6 @@ fn bench_check() {
     );
 }
 
-/// Deterministic incompressible bytes (xorshift64*).
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// The large image's layers, uncompressed: 20,000 small files, 120 MiB of
 /// random bytes, 120 MiB of text.
 fn big_layers() -> [Vec<u8>; 3] {
@@ -188,7 +175,7 @@ fn big_layers() -> [Vec<u8>; 3] {
     let small = tar(&small);
     let random = tar(&[Entry::file(
         "random.bin",
-        random_bytes(120 * MIB, 0x9e37_79b9_7f4a_7c15),
+        support::image::random_bytes(120 * MIB, 0x9e37_79b9_7f4a_7c15),
     )]);
     let text: Vec<u8> = (0..)
         .flat_map(|i: u64| {

@@ -470,17 +470,7 @@ fn skip_download_platforms_and_metadata_regexes() {
         version.clone(),
         json!({"skip_download": true, "platform": {"os": "linux", "architecture": "amd64"}}),
     );
-    let metadata: Vec<(String, String)> = out.json()["metadata"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["name"].as_str().unwrap().into(),
-                f["value"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let metadata = out.metadata();
     let names: Vec<&str> = metadata.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,

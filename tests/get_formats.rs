@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use support::image::{self, Entry, TestImage, tar};
-use support::{TestRegistry, run_step};
+use support::{TestRegistry, run_step, skopeo};
 
 fn get(dest: &Path, source: Value, version: Value, params: Value) -> support::StepOutput {
     run_step(
@@ -15,19 +15,6 @@ fn get(dest: &Path, source: Value, version: Value, params: Value) -> support::St
         &[dest.to_str().unwrap()],
         &json!({"source": source, "version": version, "params": params}),
     )
-}
-
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn two_layer_image() -> TestImage {

@@ -5,22 +5,17 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 use support::image::{
-    Entry, TestImage, gzip, sha256, tar, tar_dir, write_docker_save, write_index_layout,
-    write_oci_layout, zstd,
+    Entry, TestImage, gzip, random_bytes, sha256, tar, tar_dir, write_docker_save,
+    write_index_layout, write_oci_layout, zstd,
 };
 use support::proxy::{Fault, FaultProxy};
-use support::{StepOutput, TestRegistry, run_step, run_step_env};
+use support::{StepOutput, TestRegistry, run_step, run_step_env, skopeo};
 
 fn put(src: &Path, source: Value, params: Value) -> StepOutput {
-    run_step(
-        "out",
-        &[src.to_str().unwrap()],
-        &json!({"source": source, "params": params}),
-    )
+    put_env(src, &[], source, params)
 }
 
 fn put_env(src: &Path, envs: &[(&str, &str)], source: Value, params: Value) -> StepOutput {
@@ -34,16 +29,8 @@ fn put_env(src: &Path, envs: &[(&str, &str)], source: Value, params: Value) -> S
 
 /// A random-ish image with a few layers of different sizes.
 fn image(seed: &str, layer_bytes: usize) -> TestImage {
-    // Incompressible (xorshift), so gzip keeps its size.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ seed.len() as u64;
-    let big: Vec<u8> = (0..layer_bytes)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
+    // Incompressible, so gzip keeps its size.
+    let big = random_bytes(layer_bytes, 0x9e37_79b9_7f4a_7c15 ^ seed.len() as u64);
     TestImage::new(
         vec![
             tar(&[Entry::file("seed", seed)]),
@@ -54,47 +41,15 @@ fn image(seed: &str, layer_bytes: usize) -> TestImage {
     )
 }
 
-fn metadata(out: &StepOutput) -> Vec<(String, String)> {
-    out.json()["metadata"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap().to_owned(),
-                m["value"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// skopeo's view of a pushed image: its config digest.
 fn skopeo_config_digest(registry: &TestRegistry, repo: &str, tag: &str) -> String {
-    let out = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--config",
-            "--tls-verify=false",
-            &format!("docker://{}/{repo}:{tag}", registry.host()),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    sha256(&out.stdout)
-}
-
-fn skopeo(args: &[&str]) {
-    let out = Command::new("skopeo").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sha256(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--config",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo}:{tag}", registry.host()),
+    ]))
 }
 
 #[test]
@@ -117,7 +72,7 @@ fn docker_save_tarball_is_pushed_under_the_source_tag() {
         Some(digest.as_str())
     );
     assert_eq!(
-        metadata(&out),
+        out.metadata(),
         vec![
             ("repository".into(), registry.repo("put/o1")),
             ("tags".into(), "latest-1".into())
@@ -277,7 +232,7 @@ fn version_and_bump_aliases_tag_the_same_image() {
     let digest = out.json()["version"]["digest"].as_str().unwrap().to_owned();
     assert_eq!(out.json()["version"]["tag"], "latest-3");
     assert_eq!(
-        metadata(&out)[1].1,
+        out.metadata()[1].1,
         "latest-3 1.0.0 latest 1 1.0",
         "tags in push order"
     );
@@ -345,7 +300,7 @@ fn additional_tags_and_tag_prefix() {
         json!({"repository": registry.repo("put/o7"), "tag": "latest-7"}),
         json!({"image": "image.tar", "additional_tags": "tags"}),
     );
-    assert_eq!(metadata(&out)[1].1, "latest-7 additional-7 tags-7");
+    assert_eq!(out.metadata()[1].1, "latest-7 additional-7 tags-7");
     assert_eq!(
         registry.tags("put/o7"),
         vec!["additional-7", "latest-7", "tags-7"]
@@ -356,7 +311,7 @@ fn additional_tags_and_tag_prefix() {
         json!({"repository": registry.repo("put/o8"), "tag": "latest-8"}),
         json!({"image": "image.tar", "additional_tags": "tags", "tag_prefix": "dev-"}),
     );
-    assert_eq!(metadata(&out)[1].1, "latest-8 dev-additional-7 dev-tags-7");
+    assert_eq!(out.metadata()[1].1, "latest-8 dev-additional-7 dev-tags-7");
     assert_eq!(
         registry.tags("put/o8"),
         vec!["dev-additional-7", "dev-tags-7", "latest-8"]
@@ -413,7 +368,7 @@ fn multi_arch_layout_keeps_the_index_digest() {
     );
     assert_eq!(out.json()["version"]["digest"], index_digest.as_str());
     assert_eq!(
-        metadata(&out),
+        out.metadata(),
         vec![
             ("repository".into(), registry.repo("put/multi")),
             ("tags".into(), "latest-10 1.0.0 latest 1 1.0".into())

@@ -341,3 +341,16 @@ pub fn tar_dir(dir: &Path, path: &Path) {
     builder.append_dir_all(".", dir).unwrap();
     builder.finish().unwrap();
 }
+
+/// Deterministic incompressible bytes (xorshift64*).
+pub fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

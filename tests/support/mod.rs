@@ -75,6 +75,21 @@ impl StepOutput {
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
     }
 
+    /// The `metadata` of a successful step, as (name, value) pairs.
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        self.json()["metadata"]
+            .as_array()
+            .expect("metadata is an array")
+            .iter()
+            .map(|field| {
+                (
+                    field["name"].as_str().unwrap().to_owned(),
+                    field["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// The single error line of a failed step.
     pub fn error_line(&self) -> &str {
         assert!(
@@ -167,6 +182,18 @@ pub fn run_program_env(
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs skopeo (the interop referee) and returns its stdout; panics with
+/// its stderr when it fails.
+pub fn skopeo(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo").args(args).output().expect("skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// Serves `app` on a free loopback port until the returned sender is used
