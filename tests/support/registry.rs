@@ -209,10 +209,7 @@ impl TestRegistry {
 
     /// Uploads one blob (POST, then a monolithic PUT) and returns its digest.
     pub fn put_blob(&self, repo: &str, bytes: &[u8]) -> String {
-        let digest = format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
-        );
+        let digest = super::image::sha256(bytes);
         runtime().block_on(async {
             let start = self
                 .authorize(
@@ -279,10 +276,7 @@ impl TestRegistry {
                 response.text().await.unwrap()
             );
         });
-        format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
-        )
+        super::image::sha256(bytes)
     }
 
     /// Pushes `image` (blobs, then the manifest) as `repo:tag`; returns the
