@@ -7,10 +7,11 @@
 //! into place at the end, so a failed step leaves no partial `rootfs/`.
 
 mod blob_reader;
+mod header_budget;
+mod in_root;
 mod layout;
 mod metadata;
-mod rootfs;
-pub(crate) mod safe_path;
+pub mod rootfs;
 mod staged;
 mod tarball;
 
@@ -22,7 +23,7 @@ use anyhow::{Context, bail};
 use tokio::sync::{Semaphore, mpsc};
 
 use self::blob_reader::BlobReader;
-use self::rootfs::RootfsWriter;
+use self::rootfs::{RootfsWriter, Skipped};
 use self::staged::Staged;
 use crate::auth::Access;
 use crate::concourse::{InRequest, MetadataField, StepResponse};
@@ -311,8 +312,34 @@ async fn unpack_layers(
         writer.finish()
     })
     .await?;
-    if skipped > 0 {
-        tracing::info!("skipped {skipped} device nodes (creating them needs root)");
-    }
+    report_skipped(&skipped);
     Ok(())
+}
+
+/// One note per kind of thing the rootfs could not hold, not one per file.
+fn report_skipped(skipped: &Skipped) {
+    if skipped.devices > 0 {
+        tracing::info!(
+            "skipped {} device nodes (creating them needs root outside a user namespace)",
+            skipped.devices
+        );
+    }
+    if skipped.unmapped_owners > 0 {
+        tracing::info!(
+            "kept our own owner on {} entries whose owner this user namespace does not map",
+            skipped.unmapped_owners
+        );
+    }
+    if skipped.xattrs > 0 {
+        tracing::warn!(
+            "{} extended attributes could not be set (unsupported by the filesystem or the file type, or needing root)",
+            skipped.xattrs
+        );
+    }
+    if skipped.filtered_xattrs > 0 {
+        tracing::info!(
+            "did not apply {} trusted.* or security.* extended attributes (only security.capability is taken from images)",
+            skipped.filtered_xattrs
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod compression;
 pub mod digest;
+pub mod entry_path;
 pub mod manifest;
 pub mod media_type;
 pub mod platform;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use crate::get::safe_path::entry_components;
+use crate::image::entry_path::entry_components;
 
 /// A byte range of a file on disk: a whole file, or one file inside a tar.
 #[derive(Clone, Debug)]

@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod image;
 pub mod proxy;
+pub mod raw_tar;
 pub mod registry;
 pub mod tls;
 pub mod token_server;
