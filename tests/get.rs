@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -571,38 +570,6 @@ fn zero_layer_images_and_bad_params() {
     assert!(out.error_line().contains("not found"), "{}", out.stderr);
 }
 
-/// Every path under `root` with its type, mode, link target or contents.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut paths = Vec::new();
-    walk(root, root, &mut paths);
-    paths
-        .into_iter()
-        .map(|p| {
-            let full = root.join(&p);
-            let m = std::fs::symlink_metadata(&full).unwrap();
-            let desc = if m.file_type().is_symlink() {
-                format!("link -> {}", std::fs::read_link(&full).unwrap().display())
-            } else if m.is_dir() {
-                format!(
-                    "dir {:o} {}:{}",
-                    m.permissions().mode() & 0o7777,
-                    m.uid(),
-                    m.gid()
-                )
-            } else {
-                format!(
-                    "file {:o} {}:{} {}",
-                    m.permissions().mode() & 0o7777,
-                    m.uid(),
-                    m.gid(),
-                    image::sha256(&std::fs::read(&full).unwrap())
-                )
-            };
-            (p, desc)
-        })
-        .collect()
-}
-
 #[test]
 fn umoci_unpacks_the_same_tree() {
     let r = TestRegistry::plain();
@@ -664,8 +631,8 @@ fn umoci_unpacks_the_same_tree() {
         .arg(format!("{}:v1", layout.display()))
         .arg(work.path().join("rootfs")));
     assert_eq!(
-        tree(&ours.path().join("rootfs")),
-        tree(&work.path().join("rootfs"))
+        support::sandbox::tree(&ours.path().join("rootfs")),
+        support::sandbox::tree(&work.path().join("rootfs"))
     );
 }
 

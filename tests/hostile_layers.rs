@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -20,111 +19,8 @@ use std::process::Command;
 use serde_json::json;
 use support::image::{self, TestImage};
 use support::raw_tar::{self, RawEntry as E, layer};
+use support::sandbox::{Sandbox, changes};
 use support::{StepOutput, TestRegistry};
-
-/// The sandbox: canaries around the destination, which holds a file of
-/// the user's own.
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let s = dir.path();
-        let mk = |p: &str| std::fs::create_dir_all(s.join(p)).unwrap();
-        mk("canary/sub");
-        mk("canary/q");
-        mk("dest");
-        std::fs::write(s.join("canary/file"), "secret").unwrap();
-        std::fs::write(s.join("canary/sub/inner"), "inner").unwrap();
-        std::fs::write(s.join("canary-file"), "canary").unwrap();
-        std::fs::write(s.join("hard-a"), "linked").unwrap();
-        std::fs::hard_link(s.join("hard-a"), s.join("hard-b")).unwrap();
-        std::os::unix::fs::symlink(s.join("canary/file"), s.join("canary-link")).unwrap();
-        std::fs::write(s.join("dest/keep-me"), "the user's file").unwrap();
-        for (p, mode) in [
-            ("canary", 0o750),
-            ("canary/q", 0o711),
-            ("canary/file", 0o640),
-        ] {
-            std::fs::set_permissions(
-                s.join(p),
-                std::os::unix::fs::PermissionsExt::from_mode(mode),
-            )
-            .unwrap();
-        }
-        let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
-        for p in [
-            "canary",
-            "canary/sub",
-            "canary/q",
-            "canary/file",
-            "canary-file",
-            "dest",
-        ] {
-            filetime::set_file_times(s.join(p), old, old).unwrap();
-        }
-        Sandbox { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// An absolute path in the sandbox, as a layer would name it.
-    fn abs(&self, p: &str) -> String {
-        format!("{}/{p}", self.path().display())
-    }
-
-    fn dest(&self) -> PathBuf {
-        self.path().join("dest")
-    }
-
-    /// Everything in the sandbox but the rootfs: path → what it is.
-    fn snapshot(&self) -> BTreeMap<String, String> {
-        let mut found = BTreeMap::new();
-        snapshot(self.path(), self.path(), &mut found);
-        found
-    }
-}
-
-fn snapshot(base: &Path, dir: &Path, found: &mut BTreeMap<String, String>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-        if rel == "dest/rootfs" {
-            continue;
-        }
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        let what = if m.file_type().is_symlink() {
-            format!("link {}", std::fs::read_link(&p).unwrap().display())
-        } else if m.is_dir() {
-            "dir".to_owned()
-        } else {
-            image::sha256(&std::fs::read(&p).unwrap())
-        };
-        // The destination's own mtime and link count change when outputs
-        // are written.
-        let (mtime, links) = if rel == "dest" {
-            (String::new(), 0)
-        } else {
-            (format!("{}.{}", m.mtime(), m.mtime_nsec()), m.nlink())
-        };
-        found.insert(
-            rel,
-            format!(
-                "{what} mode={:o} owner={}:{} links={links} mtime={mtime}",
-                m.mode(),
-                m.uid(),
-                m.gid(),
-            ),
-        );
-        if m.is_dir() {
-            snapshot(base, &p, found);
-        }
-    }
-}
 
 /// How a step was run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,10 +44,14 @@ enum Expect {
     Rootfs(Box<dyn Fn(&Ctx<'_>)>),
 }
 
+/// Builds a vector's layer blobs (tar, or gzip where the vector needs it)
+/// for a sandbox (whose absolute path they may name).
+type Layers = Box<dyn Fn(&Sandbox) -> Vec<Vec<u8>>>;
+
 struct Vector {
     name: &'static str,
     /// Layer blobs (tar, or gzip where the vector needs it).
-    layers: Box<dyn Fn(&Sandbox) -> Vec<Vec<u8>>>,
+    layers: Layers,
     expect: Expect,
 }
 
@@ -901,12 +801,7 @@ fn run_corpus(runner: Runner) {
                     });
                 }
             }
-            let changed: Vec<String> = before
-                .keys()
-                .chain(after.keys())
-                .filter(|k| before.get(*k) != after.get(*k))
-                .map(|k| format!("{k}: {:?} -> {:?}", before.get(k), after.get(k)))
-                .collect();
+            let changed = changes(&before, &after);
             assert!(
                 changed.is_empty(),
                 "changed outside the rootfs: {changed:?}"

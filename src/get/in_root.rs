@@ -75,6 +75,9 @@ impl AsFd for DirHandle {
     }
 }
 
+/// Told of each directory [`RootDir::dir`] creates: (its parent, its name).
+pub type OnCreate<'a> = &'a mut dyn FnMut(FileId, &OsStr);
+
 /// How [`RootDir::dir`] resolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolver {
@@ -113,7 +116,7 @@ impl RootDir {
     pub fn dir(
         &mut self,
         components: &[OsString],
-        mut create: Option<&mut dyn FnMut(FileId, &OsStr)>,
+        create: Option<OnCreate<'_>>,
     ) -> io::Result<DirHandle> {
         if components.is_empty() {
             return DirHandle::from_fd(rustix::io::fcntl_dupfd_cloexec(&self.root, 0)?);
@@ -131,7 +134,7 @@ impl RootDir {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.walk(components, create.as_deref_mut())
+        self.walk(components, create)
     }
 
     fn kernel_resolve(&self, components: &[OsString]) -> Result<DirHandle, Errno> {
@@ -166,7 +169,7 @@ impl RootDir {
     fn walk(
         &self,
         components: &[OsString],
-        mut create: Option<&mut (dyn FnMut(FileId, &OsStr) + '_)>,
+        mut create: Option<OnCreate<'_>>,
     ) -> io::Result<DirHandle> {
         let mut todo: VecDeque<OsString> = components.iter().cloned().collect();
         // The real path walked so far (directories only, no symlinks) and a

@@ -6,9 +6,11 @@
 
 pub mod aws;
 pub mod image;
+pub mod layer_grammar;
 pub mod proxy;
 pub mod raw_tar;
 pub mod registry;
+pub mod sandbox;
 pub mod tls;
 pub mod token_server;
 
