@@ -28,6 +28,9 @@ enum Runner {
     Root,
     /// Root inside a user namespace that maps only itself.
     UserNamespace,
+    /// A plain user (`nobody`): owners and devices are left alone, as
+    /// before the rewrite.
+    Unprivileged,
 }
 
 struct Ctx<'a> {
@@ -370,7 +373,7 @@ fn vectors() -> Vec<Vector> {
                 let dev = c.rootfs.join("dev/null");
                 match c.runner {
                     Runner::Root => assert!(lmeta(dev).file_type().is_char_device()),
-                    Runner::UserNamespace => {
+                    Runner::UserNamespace | Runner::Unprivileged => {
                         assert!(!dev.exists());
                         assert!(c.stderr.contains("skipped 1 device nodes"), "{}", c.stderr);
                     }
@@ -384,7 +387,7 @@ fn vectors() -> Vec<Vector> {
                 let dev = c.rootfs.join("dev/sda");
                 match c.runner {
                     Runner::Root => assert!(lmeta(dev).file_type().is_block_device()),
-                    Runner::UserNamespace => assert!(!dev.exists()),
+                    Runner::UserNamespace | Runner::Unprivileged => assert!(!dev.exists()),
                 }
             }),
         ),
@@ -636,6 +639,7 @@ fn vectors() -> Vec<Vector> {
                         assert_eq!((m.uid(), m.gid()), (0, 0));
                         assert!(c.stderr.contains("does not map"), "{}", c.stderr);
                     }
+                    Runner::Unprivileged => assert_eq!((m.uid(), m.gid()), (NOBODY, NOBODY)),
                 }
             }),
         ),
@@ -736,8 +740,20 @@ fn run(runner: Runner, dest: &Path, request: &serde_json::Value) -> StepOutput {
                 request.to_string().as_bytes(),
             )
         }
+        Runner::Unprivileged => {
+            let program = program.to_str().unwrap();
+            let (uid, gid) = (format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"));
+            support::run_program(
+                Path::new("/usr/bin/setpriv"),
+                &[&uid, &gid, "--clear-groups", program, dest],
+                request.to_string().as_bytes(),
+            )
+        }
     }
 }
+
+/// The unprivileged user the corpus also runs as.
+const NOBODY: u32 = 65534;
 
 fn run_corpus(runner: Runner) {
     let r = TestRegistry::plain();
@@ -764,6 +780,15 @@ fn run_corpus(runner: Runner) {
         );
         let repo = format!("hostile/{}", vector.name);
         let digest = r.push(&repo, "latest", &img);
+        if runner == Runner::Unprivileged {
+            let nobody = Some(rustix::fs::Uid::from_raw(NOBODY));
+            rustix::fs::chown(
+                &sandbox.dest(),
+                nobody,
+                Some(rustix::fs::Gid::from_raw(NOBODY)),
+            )
+            .unwrap();
+        }
         let before = sandbox.snapshot();
         let out = run(
             runner,
@@ -843,4 +868,11 @@ fn hostile_layers_as_root_in_a_user_namespace() {
         "this machine must allow user namespaces (CI does)"
     );
     run_corpus(Runner::UserNamespace);
+}
+
+/// As a plain user (local use, or a worker that does not run resources as
+/// root): the same containment, owners and devices left alone.
+#[test]
+fn hostile_layers_as_an_unprivileged_user() {
+    run_corpus(Runner::Unprivileged);
 }
