@@ -783,7 +783,7 @@ fn run_corpus(runner: Runner) {
         if runner == Runner::Unprivileged {
             let nobody = Some(rustix::fs::Uid::from_raw(NOBODY));
             rustix::fs::chown(
-                &sandbox.dest(),
+                sandbox.dest(),
                 nobody,
                 Some(rustix::fs::Gid::from_raw(NOBODY)),
             )

@@ -59,14 +59,6 @@ impl DirHandle {
         let id = FileId::of(&rustix::fs::fstat(&fd)?);
         Ok(DirHandle { fd, id })
     }
-
-    /// A second handle on the same directory.
-    pub fn try_clone(&self) -> io::Result<Self> {
-        Ok(DirHandle {
-            fd: rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?,
-            id: self.id,
-        })
-    }
 }
 
 impl AsFd for DirHandle {

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -182,6 +182,23 @@ impl RootfsWriter {
             Marker::AufsMeta => return Ok(()),
             Marker::None => {}
         }
+        match kind {
+            EntryType::Directory
+            | EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::GNUSparse
+            | EntryType::Symlink
+            | EntryType::Link
+            | EntryType::Fifo => {}
+            EntryType::Char | EntryType::Block if self.privileged => {}
+            // Not root: the original skips devices before anything else,
+            // so what a lower layer had there stays.
+            EntryType::Char | EntryType::Block => {
+                self.skipped.devices += 1;
+                return Ok(());
+            }
+            other => bail!("unsupported entry type {other:?}"),
+        }
         let header = entry.header();
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         let mtime = header
@@ -204,180 +221,192 @@ impl RootfsWriter {
         };
         let xattrs = xattrs(entry)?;
 
-        let parent = self.parent(parents, written)?;
-        // Replace whatever is there, unless a directory meets a directory.
-        let mut merged = false;
-        if let Some(existing) = lstat_at(&parent, base)? {
-            if file_type(&existing) == FileType::Directory && kind == EntryType::Directory {
-                merged = true;
-            } else {
-                remove_tree(&parent, base, &|_, _| false, &mut self.directories, 0)?;
-            }
-        }
-        written.insert((parent.id, base.clone()));
-        let times = timestamps(mtime);
-        let skipped = &mut self.skipped;
-        let privileged = self.privileged;
-        match kind {
-            EntryType::Directory => {
-                if !merged {
-                    rustix::fs::mkdirat(&parent, base, Mode::from_raw_mode(0o755))
-                        .context("creating the directory")?;
+        let (key, parent) = self.take_parent(parents, written)?;
+        let create = || -> anyhow::Result<()> {
+            // Replace whatever is there, unless a directory meets a directory.
+            let mut merged = false;
+            if let Some(existing) = lstat_at(&parent, base)? {
+                if file_type(&existing) == FileType::Directory && kind == EntryType::Directory {
+                    merged = true;
+                } else {
+                    remove_tree(&parent, base, &|_, _| false, &mut self.directories, 0)?;
                 }
-                if privileged {
-                    chown(
-                        rustix::fs::chownat(
+            }
+            written.insert((parent.id, base.clone()));
+            let times = timestamps(mtime);
+            let skipped = &mut self.skipped;
+            let privileged = self.privileged;
+            match kind {
+                EntryType::Directory => {
+                    if !merged {
+                        rustix::fs::mkdirat(&parent, base, Mode::from_raw_mode(0o755))
+                            .context("creating the directory")?;
+                    }
+                    if privileged {
+                        chown(
+                            rustix::fs::chownat(
+                                &parent,
+                                base,
+                                uid(owner.0),
+                                gid(owner.1),
+                                AtFlags::SYMLINK_NOFOLLOW,
+                            ),
+                            skipped,
+                        )?;
+                    }
+                    let id = FileId::of(
+                        &rustix::fs::statat(&parent, base, AtFlags::SYMLINK_NOFOLLOW)
+                            .context("inspecting the directory")?,
+                    );
+                    if !xattrs.is_empty() {
+                        let dir = rustix::fs::openat(
                             &parent,
                             base,
-                            uid(owner.0),
-                            gid(owner.1),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        ),
-                        skipped,
-                    )?;
+                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .context("opening the directory")?;
+                        set_xattrs(&dir, &xattrs, skipped);
+                    }
+                    self.directories.insert(
+                        id,
+                        DirFixup {
+                            components: components.clone(),
+                            mode,
+                            mtime,
+                        },
+                    );
                 }
-                let id = FileId::of(
-                    &rustix::fs::statat(&parent, base, AtFlags::SYMLINK_NOFOLLOW)
-                        .context("inspecting the directory")?,
-                );
-                if !xattrs.is_empty() {
-                    let dir = rustix::fs::openat(
+                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                    let fd = rustix::fs::openat(
                         &parent,
                         base,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
                     )
-                    .context("opening the directory")?;
-                    set_xattrs(&dir, &xattrs, skipped);
-                }
-                self.directories.insert(
-                    id,
-                    DirFixup {
-                        components: components.clone(),
-                        mode,
-                        mtime,
-                    },
-                );
-            }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let fd = rustix::fs::openat(
-                    &parent,
-                    base,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .context("creating the file")?;
-                let mut file = File::from(fd);
-                if kind == EntryType::GNUSparse {
-                    write_sparse(entry, &file)
-                } else {
-                    io::copy(entry, &mut file).map(drop)
-                }
-                .context("writing the file")?;
-                if privileged {
-                    chown(
-                        rustix::fs::fchown(&file, uid(owner.0), gid(owner.1)),
-                        skipped,
-                    )?;
-                }
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).context("setting the mode")?;
-                // After ownership: a chown clears security.capability.
-                set_xattrs(&file, &xattrs, skipped);
-                rustix::fs::futimens(&file, &times).context("setting the mtime")?;
-                file.flush()?;
-            }
-            EntryType::Symlink => {
-                let target = link_name.unwrap_or_default();
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, base)
-                    .context("creating the symlink")?;
-                if privileged {
-                    chown(
-                        rustix::fs::chownat(
-                            &parent,
-                            base,
-                            uid(owner.0),
-                            gid(owner.1),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        ),
-                        skipped,
-                    )?;
-                }
-                skipped.xattrs += xattrs.len();
-                rustix::fs::utimensat(&parent, base, &times, AtFlags::SYMLINK_NOFOLLOW)
-                    .context("setting the mtime")?;
-            }
-            EntryType::Link => {
-                let target_name = link_name.unwrap_or_default();
-                let target = entry_components(Path::new(OsStr::from_bytes(&target_name)))?;
-                let Some((target_base, target_parents)) = target.split_last() else {
-                    bail!("a hard link to the root directory");
-                };
-                let target_dir = self
-                    .root
-                    .dir(target_parents, None)
-                    .with_context(|| format!("linking to {}", target_name.escape_ascii()))?;
-                // The target's last component is not followed: a link to a
-                // symlink links the symlink itself.
-                rustix::fs::linkat(&target_dir, target_base, &parent, base, AtFlags::empty())
-                    .with_context(|| format!("linking to {}", target_name.escape_ascii()))?;
-            }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let file_type = match kind {
-                    EntryType::Char => FileType::CharacterDevice,
-                    EntryType::Block => FileType::BlockDevice,
-                    _ => FileType::Fifo,
-                };
-                if kind != EntryType::Fifo && !privileged {
-                    written.remove(&(parent.id, base.clone()));
-                    skipped.devices += 1;
-                    return Ok(());
-                }
-                match rustix::fs::mknodat(&parent, base, file_type, Mode::from_raw_mode(mode), dev)
-                {
-                    // Root in a user namespace may not create devices.
-                    Err(Errno::PERM | Errno::ACCESS) if kind != EntryType::Fifo => {
-                        written.remove(&(parent.id, base.clone()));
-                        skipped.devices += 1;
-                        return Ok(());
+                    .context("creating the file")?;
+                    let mut file = File::from(fd);
+                    if kind == EntryType::GNUSparse {
+                        write_sparse(entry, &file)
+                    } else {
+                        io::copy(entry, &mut file).map(drop)
                     }
-                    created => created.context("creating the node")?,
+                    .context("writing the file")?;
+                    if privileged {
+                        chown(
+                            rustix::fs::fchown(&file, uid(owner.0), gid(owner.1)),
+                            skipped,
+                        )?;
+                    }
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
+                        .context("setting the mode")?;
+                    // After ownership: a chown clears security.capability.
+                    set_xattrs(&file, &xattrs, skipped);
+                    rustix::fs::futimens(&file, &times).context("setting the mtime")?;
                 }
-                if privileged {
-                    chown(
-                        rustix::fs::chownat(
-                            &parent,
-                            base,
-                            uid(owner.0),
-                            gid(owner.1),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        ),
-                        skipped,
-                    )?;
+                EntryType::Symlink => {
+                    let target = link_name.unwrap_or_default();
+                    rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, base)
+                        .context("creating the symlink")?;
+                    if privileged {
+                        chown(
+                            rustix::fs::chownat(
+                                &parent,
+                                base,
+                                uid(owner.0),
+                                gid(owner.1),
+                                AtFlags::SYMLINK_NOFOLLOW,
+                            ),
+                            skipped,
+                        )?;
+                    }
+                    skipped.xattrs += xattrs.len();
+                    rustix::fs::utimensat(&parent, base, &times, AtFlags::SYMLINK_NOFOLLOW)
+                        .context("setting the mtime")?;
                 }
-                // Just created and not a symlink: the mode is set through
-                // the name (mknod applied the umask).
-                rustix::fs::chmodat(&parent, base, Mode::from_raw_mode(mode), AtFlags::empty())
-                    .context("setting the mode")?;
-                skipped.xattrs += xattrs.len();
-                rustix::fs::utimensat(&parent, base, &times, AtFlags::SYMLINK_NOFOLLOW)
-                    .context("setting the mtime")?;
+                EntryType::Link => {
+                    let target_name = link_name.unwrap_or_default();
+                    let target = entry_components(Path::new(OsStr::from_bytes(&target_name)))?;
+                    let Some((target_base, target_parents)) = target.split_last() else {
+                        bail!("a hard link to the root directory");
+                    };
+                    let target_dir = self
+                        .root
+                        .dir(target_parents, None)
+                        .with_context(|| format!("linking to {}", target_name.escape_ascii()))?;
+                    // The target's last component is not followed: a link to a
+                    // symlink links the symlink itself.
+                    rustix::fs::linkat(&target_dir, target_base, &parent, base, AtFlags::empty())
+                        .with_context(|| format!("linking to {}", target_name.escape_ascii()))?;
+                }
+                EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                    let file_type = match kind {
+                        EntryType::Char => FileType::CharacterDevice,
+                        EntryType::Block => FileType::BlockDevice,
+                        _ => FileType::Fifo,
+                    };
+                    match rustix::fs::mknodat(
+                        &parent,
+                        base,
+                        file_type,
+                        Mode::from_raw_mode(mode),
+                        dev,
+                    ) {
+                        // Root in a user namespace may not create devices.
+                        Err(Errno::PERM | Errno::ACCESS) if kind != EntryType::Fifo => {
+                            written.remove(&(parent.id, base.clone()));
+                            skipped.devices += 1;
+                            return Ok(());
+                        }
+                        created => created.context("creating the node")?,
+                    }
+                    if privileged {
+                        chown(
+                            rustix::fs::chownat(
+                                &parent,
+                                base,
+                                uid(owner.0),
+                                gid(owner.1),
+                                AtFlags::SYMLINK_NOFOLLOW,
+                            ),
+                            skipped,
+                        )?;
+                    }
+                    // Just created and not a symlink: the mode is set through
+                    // the name (mknod applied the umask).
+                    rustix::fs::chmodat(&parent, base, Mode::from_raw_mode(mode), AtFlags::empty())
+                        .context("setting the mode")?;
+                    skipped.xattrs += xattrs.len();
+                    rustix::fs::utimensat(&parent, base, &times, AtFlags::SYMLINK_NOFOLLOW)
+                        .context("setting the mtime")?;
+                }
+                other => bail!("unsupported entry type {other:?}"),
             }
-            other => bail!("unsupported entry type {other:?}"),
-        }
-        Ok(())
+            Ok(())
+        };
+        let created = create();
+        // Replacing an entry of this directory cannot change what the
+        // directory itself resolves to: keep it for the next entry.
+        self.parent = Some((key, parent));
+        created
     }
 
     /// The parent directory of an entry, created where missing (new
-    /// directories count as written by this layer).
-    fn parent(&mut self, parents: &[OsString], written: &mut Written) -> anyhow::Result<DirHandle> {
-        if let Some((key, dir)) = &self.parent
+    /// directories count as written by this layer), with the components it
+    /// was resolved from: the cached one when the last entry had the same.
+    fn take_parent(
+        &mut self,
+        parents: &[OsString],
+        written: &mut Written,
+    ) -> anyhow::Result<(Vec<OsString>, DirHandle)> {
+        if let Some((key, dir)) = self.parent.take()
             && key.as_slice() == parents
         {
-            return Ok(dir.try_clone()?);
+            return Ok((key, dir));
         }
         let mut report = |dir: FileId, name: &OsStr| {
             written.insert((dir, name.to_owned()));
@@ -386,8 +415,7 @@ impl RootfsWriter {
             .root
             .dir(parents, Some(&mut report))
             .context("resolving the parent directory")?;
-        self.parent = Some((parents.to_vec(), dir.try_clone()?));
-        Ok(dir)
+        Ok((parents.to_vec(), dir))
     }
 
     /// A whiteout of `name` in `parents`, or (no name) an opaque whiteout of
