@@ -741,6 +741,7 @@ fn run(runner: Runner, dest: &Path, request: &serde_json::Value) -> StepOutput {
             )
         }
         Runner::Unprivileged => {
+            let (_guard, program) = support::world_runnable(&program, "in");
             let program = program.to_str().unwrap();
             let (uid, gid) = (format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"));
             support::run_program(

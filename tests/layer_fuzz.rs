@@ -56,7 +56,7 @@ const CONFINED: &str = "LAYER_FUZZ_CONFINED";
 #[test]
 fn random_hostile_layers_stay_inside_the_rootfs() {
     if std::env::var_os(CONFINED).is_none() {
-        let me = std::env::current_exe().unwrap();
+        let (_guard, me) = support::world_runnable(&std::env::current_exe().unwrap(), "layer_fuzz");
         let mut cmd = if rustix::process::geteuid().is_root() {
             let mut c = Command::new("setpriv");
             c.args([

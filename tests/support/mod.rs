@@ -61,6 +61,27 @@ pub fn link_steps(binary: &Path, dir: &Path) {
     }
 }
 
+/// `program`, reachable by every user as `<dir>/<name>` (a hard link, or a
+/// copy across filesystems), for runs as an unprivileged user: the checkout
+/// holding the build may not be readable by them. The directory goes with
+/// the returned guard.
+pub fn world_runnable(program: &Path, name: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("world-runnable")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join(name);
+    // The file itself, not a symlink to it.
+    let program = std::fs::canonicalize(program).unwrap();
+    if std::fs::hard_link(&program, &path).is_err() {
+        std::fs::copy(&program, &path).unwrap();
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, path)
+}
+
 /// What a step printed and how it exited.
 #[derive(Debug)]
 pub struct StepOutput {

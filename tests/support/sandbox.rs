@@ -27,6 +27,8 @@ impl Sandbox {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let s = dir.path();
+        // Whatever the umask: unprivileged runs must reach `dest/`.
+        std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mk = |p: &str| std::fs::create_dir_all(s.join(p)).unwrap();
         mk("canary/sub");
         mk("canary/q");
