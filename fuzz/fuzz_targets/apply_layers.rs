@@ -6,16 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-/// The test harness's own grammar, sandbox and oracle (one copy of each).
-#[allow(dead_code)]
-mod support {
-    #[path = "../../../tests/support/layer_grammar.rs"]
-    pub mod layer_grammar;
-    #[path = "../../../tests/support/raw_tar.rs"]
-    pub mod raw_tar;
-    #[path = "../../../tests/support/sandbox.rs"]
-    pub mod sandbox;
-}
+mod support;
 
 fuzz_target!(|data: &[u8]| {
     support::layer_grammar::check_containment(data);
