@@ -242,18 +242,7 @@ impl RootfsWriter {
                         rustix::fs::mkdirat(&parent, base, Mode::from_raw_mode(0o755))
                             .context("creating the directory")?;
                     }
-                    if privileged {
-                        chown(
-                            rustix::fs::chownat(
-                                &parent,
-                                base,
-                                uid(owner.0),
-                                gid(owner.1),
-                                AtFlags::SYMLINK_NOFOLLOW,
-                            ),
-                            skipped,
-                        )?;
-                    }
+                    chown_at(&parent, base, owner, privileged, skipped)?;
                     let id = FileId::of(
                         &rustix::fs::statat(&parent, base, AtFlags::SYMLINK_NOFOLLOW)
                             .context("inspecting the directory")?,
@@ -312,18 +301,7 @@ impl RootfsWriter {
                     let target = link_name.unwrap_or_default();
                     rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, base)
                         .context("creating the symlink")?;
-                    if privileged {
-                        chown(
-                            rustix::fs::chownat(
-                                &parent,
-                                base,
-                                uid(owner.0),
-                                gid(owner.1),
-                                AtFlags::SYMLINK_NOFOLLOW,
-                            ),
-                            skipped,
-                        )?;
-                    }
+                    chown_at(&parent, base, owner, privileged, skipped)?;
                     skipped.xattrs += xattrs.len();
                     rustix::fs::utimensat(&parent, base, &times, AtFlags::SYMLINK_NOFOLLOW)
                         .context("setting the mtime")?;
@@ -364,18 +342,7 @@ impl RootfsWriter {
                         }
                         created => created.context("creating the node")?,
                     }
-                    if privileged {
-                        chown(
-                            rustix::fs::chownat(
-                                &parent,
-                                base,
-                                uid(owner.0),
-                                gid(owner.1),
-                                AtFlags::SYMLINK_NOFOLLOW,
-                            ),
-                            skipped,
-                        )?;
-                    }
+                    chown_at(&parent, base, owner, privileged, skipped)?;
                     // Just created and not a symlink: the mode is set through
                     // the name (mknod applied the umask).
                     rustix::fs::chmodat(&parent, base, Mode::from_raw_mode(mode), AtFlags::empty())
@@ -512,6 +479,27 @@ fn uid(id: u32) -> Option<rustix::fs::Uid> {
 
 fn gid(id: u32) -> Option<rustix::fs::Gid> {
     Some(rustix::fs::Gid::from_raw(id))
+}
+
+/// Gives `name` in `dir` (not followed) the entry's owner, when root.
+fn chown_at(
+    dir: &DirHandle,
+    name: &OsStr,
+    (uid, gid): (u32, u32),
+    privileged: bool,
+    skipped: &mut Skipped,
+) -> anyhow::Result<()> {
+    if !privileged {
+        return Ok(());
+    }
+    let owner = (
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    );
+    chown(
+        rustix::fs::chownat(dir, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW),
+        skipped,
+    )
 }
 
 /// A chown's result: an id the user namespace does not map (EINVAL) is
