@@ -12,10 +12,48 @@ use crate::auth::Credentials;
 use crate::reference::{self, Repository};
 use crate::registry::http::parse_ca_certs;
 
-/// A secret string: deserialised like a string, never shown by `Debug`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+/// A secret string, never shown by `Debug`. It reads a JSON string or a
+/// JSON number (YAML users write `password: 12345` unquoted, and it arrives
+/// as a number); any other type is refused without echoing the value, which
+/// serde's own "invalid type" errors would do.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+
+        impl serde::de::Visitor<'_> for SecretVisitor {
+            type Value = Secret;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(
+                    "a secret must be a string or a number, not a boolean",
+                ))
+            }
+        }
+
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -344,6 +382,32 @@ mod tests {
             source(r#"{"repository":"a/b"}"#).unwrap().check_mode(),
             CheckMode::Semver
         );
+    }
+
+    #[test]
+    fn secrets_read_numbers_and_never_echo_a_wrong_type() {
+        let s = source(r#"{"repository":"a/b","username":"u","password":918273645}"#).unwrap();
+        assert_eq!(s.password.expose(), "918273645");
+        let s = source(r#"{"repository":"a/b","aws_secret_access_key":-12.5}"#).unwrap();
+        assert_eq!(s.aws_secret_access_key.expose(), "-12.5");
+        for wrong in [r#"["arr-canary"]"#, r#"{"k":"obj-canary"}"#, "true"] {
+            for field in ["password", "aws_secret_access_key", "aws_session_token"] {
+                let err = format!(
+                    "{:#}",
+                    source(&format!(r#"{{"repository":"a/b","{field}":{wrong}}}"#)).unwrap_err()
+                );
+                assert!(err.contains(field), "{err}");
+                assert!(!err.contains("canary") && !err.contains("true"), "{err}");
+            }
+            let err = format!(
+                "{:#}",
+                source(&format!(
+                    r#"{{"repository":"a/b","registry_mirror":{{"host":"m","password":{wrong}}}}}"#
+                ))
+                .unwrap_err()
+            );
+            assert!(err.contains("password") && !err.contains("canary"), "{err}");
+        }
     }
 
     #[test]

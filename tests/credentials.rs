@@ -509,3 +509,87 @@ fn no_secret_in_any_output_of_any_step() {
         );
     }
 }
+
+/// Secrets given with the wrong JSON type (YAML's unquoted `12345`, a list,
+/// a map): a number is taken as its text, anything else is refused naming
+/// the field, and the value appears in no output of any step.
+#[test]
+fn secrets_of_any_json_type_never_reach_the_output() {
+    let registry = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    write_docker_save(
+        &src.path().join("image.tar"),
+        &TestImage::seeded("typed"),
+        "x:y",
+    );
+    let number: u64 = 918_273_645_501;
+    let wrong = [
+        json!(number),
+        json!(-7_364_591.25),
+        json!(["list-secret-canary"]),
+        json!({"k": "map-secret-canary"}),
+        json!(true),
+    ];
+    let canaries = [
+        "918273645501",
+        "7364591.25",
+        "list-secret-canary",
+        "map-secret-canary",
+    ];
+    for field in [
+        "password",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "mirror",
+    ] {
+        for value in &wrong {
+            let mut source = json!({"repository": registry.repo("typed/app"), "tag": "latest",
+                                    "username": "u", "debug": true});
+            if field == "mirror" {
+                source["registry_mirror"] =
+                    json!({"host": registry.host(), "username": "m", "password": value});
+            } else {
+                source[field] = value.clone();
+            }
+            let dest = tempfile::tempdir().unwrap();
+            let outs = [
+                run_step_env(
+                    "out",
+                    &[src.path().to_str().unwrap()],
+                    &[],
+                    &json!({"source": source, "params": {"image": "image.tar"}}),
+                ),
+                run_step_env("check", &[], &[], &json!({"source": source})),
+                run_step_env(
+                    "in",
+                    &[dest.path().to_str().unwrap()],
+                    &[],
+                    &json!({"source": source, "version": {"tag": "latest", "digest": format!("sha256:{}", "1".repeat(64))}}),
+                ),
+            ];
+            for out in &outs {
+                for canary in canaries {
+                    assert!(
+                        !out.stdout.contains(canary) && !out.stderr.contains(canary),
+                        "{field}={value}: {canary} leaked: {} {}",
+                        out.stdout,
+                        out.stderr
+                    );
+                }
+                if !value.is_number() {
+                    let line = out.error_line();
+                    let named = if field == "mirror" { "password" } else { field };
+                    assert!(line.contains(named), "{field}={value}: {line}");
+                }
+            }
+            if value.is_number() && field == "password" {
+                assert!(
+                    outs[0].success && outs[1].success,
+                    "{}{}",
+                    outs[0].stderr,
+                    outs[1].stderr
+                );
+            }
+        }
+    }
+}
