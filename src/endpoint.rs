@@ -59,9 +59,17 @@ impl Endpoint {
                 .context("cannot authenticate with ECR")?;
             if login.repository != repository {
                 name = login.repository.to_string();
-                repository = login.repository;
+                repository = login.repository.clone();
             }
-            credentials = Some(login.credentials);
+            if login.serves(repository.registry()) {
+                credentials = Some(login.credentials);
+            } else {
+                tracing::info!(
+                    "not sending the ECR token to {}: it is for {}",
+                    repository.registry(),
+                    login.registry
+                );
+            }
         }
         if credentials.is_none() {
             credentials = docker_credentials(repository.registry()).await;

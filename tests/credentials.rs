@@ -593,3 +593,52 @@ fn secrets_of_any_json_type_never_reach_the_output() {
         }
     }
 }
+
+/// With `aws_region` set, the ECR token goes only to the registry ECR
+/// named: a repository on another registry gets the source's own
+/// credentials (here the right ones for it), and the step says so.
+#[test]
+fn the_ecr_token_never_leaves_the_ecr_registry() {
+    let ecr_registry = TestRegistry::basic("AWS", "ecr-registry-pw-canary");
+    let other = TestRegistry::basic("other-user", "wrong-pw-canary");
+    other.push("team/app", "latest", &TestImage::seeded("other"));
+    let aws = AwsMock::start(
+        &format!("http://{}", ecr_registry.host()),
+        "ecr-registry-pw-canary",
+    );
+    let envs = [
+        ("AWS_ENDPOINT_URL", aws.url()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let source = ecr_source(json!({
+        "repository": other.repo("team/app"),
+        "username": "other-user",
+        "password": "wrong-pw-canary",
+    }));
+    let out = step("check", None, &envs, json!({"source": source}));
+    assert_eq!(
+        support::versions(&out),
+        [(
+            "latest".to_owned(),
+            other.digest_of("team/app", "latest").unwrap()
+        )],
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("not sending the ECR token to"),
+        "{}",
+        out.stderr
+    );
+    // Without credentials of its own, the other registry gets none.
+    let mut anonymous = source.clone();
+    anonymous.as_object_mut().unwrap().remove("username");
+    anonymous.as_object_mut().unwrap().remove("password");
+    let out = step("check", None, &envs, json!({"source": anonymous}));
+    assert!(
+        out.error_line().contains("requires authentication"),
+        "{}",
+        out.stderr
+    );
+}

@@ -21,6 +21,41 @@ const SESSION_NAME: &str = "concourse-registry-image";
 pub struct EcrLogin {
     pub repository: Repository,
     pub credentials: Credentials,
+    /// The registry host the token is for (ECR's `proxyEndpoint`, or the
+    /// one `aws_account_id` names).
+    pub registry: String,
+    /// ECR's `proxyEndpoint` host, which the token is for in any case.
+    proxy_endpoint: Option<String>,
+}
+
+impl EcrLogin {
+    /// Whether the token may be sent to `registry` (a host, maybe with a
+    /// port): only the registry ECR named, or another ECR registry
+    /// (`<account>.dkr.ecr.<region>.amazonaws.com[.cn]`), never a registry
+    /// the repository merely happens to name (`ghcr.io/...`).
+    pub fn serves(&self, registry: &str) -> bool {
+        registry.eq_ignore_ascii_case(&self.registry)
+            || self
+                .proxy_endpoint
+                .as_deref()
+                .is_some_and(|p| registry.eq_ignore_ascii_case(p))
+            || is_ecr_host(registry)
+    }
+}
+
+/// `<account>.dkr.ecr.<region>.amazonaws.com` or `.amazonaws.com.cn`.
+pub fn is_ecr_host(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let Some(rest) = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    matches!(parts.as_slice(), [account, "dkr", "ecr", region]
+        if !account.is_empty() && account.bytes().all(|b| b.is_ascii_digit())
+            && !region.is_empty() && region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
 pub async fn login(source: &Source, repository: &Repository) -> anyhow::Result<EcrLogin> {
@@ -84,19 +119,24 @@ pub async fn login(source: &Source, repository: &Repository) -> anyhow::Result<E
         .first()
         .context("ECR returned no authorization data")?;
     let credentials = decode_token(data.authorization_token().unwrap_or_default())?;
-    let host = match source.aws_account_id.as_str() {
-        "" => data
-            .proxy_endpoint()
-            .context("ECR returned no registry endpoint")?
+    let proxy_endpoint = data.proxy_endpoint().map(|endpoint| {
+        endpoint
             .trim_start_matches("https://")
             .trim_start_matches("http://")
             .trim_end_matches('/')
-            .to_owned(),
+            .to_owned()
+    });
+    let host = match source.aws_account_id.as_str() {
+        "" => proxy_endpoint
+            .clone()
+            .context("ECR returned no registry endpoint")?,
         account => registry_host(account, &region),
     };
     Ok(EcrLogin {
         repository: qualify(source, repository, &host)?,
         credentials,
+        registry: host,
+        proxy_endpoint,
     })
 }
 
@@ -185,5 +225,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(q.to_string(), "1.dkr.ecr.eu-west-1.amazonaws.com/team/app");
+    }
+
+    #[test]
+    fn ecr_hosts() {
+        assert!(is_ecr_host("123456789012.dkr.ecr.us-east-1.amazonaws.com"));
+        assert!(is_ecr_host(
+            "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"
+        ));
+        assert!(!is_ecr_host("ghcr.io"));
+        assert!(!is_ecr_host("evil.com/.dkr.ecr.x.amazonaws.com"));
+        assert!(!is_ecr_host("1.dkr.ecr.us-east-1.amazonaws.com.evil.com"));
+        assert!(!is_ecr_host("x.1.dkr.ecr.us-east-1.amazonaws.com"));
+        assert!(!is_ecr_host("123.dkr.ecr.us-east-1.amazonaws.com:5000"));
     }
 }
