@@ -243,6 +243,11 @@ fn tls_with_and_without_ca_certs() {
         line.contains("certificate") || line.contains("UnknownIssuer"),
         "{line}"
     );
+    // A refused certificate is never followed by a plain-HTTP attempt, and
+    // the error says what to do.
+    assert!(line.contains("source.ca_certs"), "{line}");
+    assert!(!line.contains("http: "), "{line}");
+    assert!(!out.stderr.contains("GET http://"), "{}", out.stderr);
 }
 
 #[test]

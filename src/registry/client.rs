@@ -32,6 +32,8 @@ pub struct RegistryClient {
     http: reqwest::Client,
     credentials: Option<Credentials>,
     allow_http: bool,
+    /// `source.insecure`: plain HTTP accepted anywhere, credentials too.
+    insecure: bool,
     access: Access,
     session: OnceCell<Session>,
     tokens: Mutex<HashMap<String, String>>,
@@ -62,6 +64,7 @@ impl RegistryClient {
             http: super::http::build_client(options.ca_certs)?,
             credentials: options.credentials,
             allow_http: options.insecure || plain_http_allowed(host),
+            insecure: options.insecure,
             access: options.access,
             session: OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
@@ -139,7 +142,9 @@ impl RegistryClient {
     ) -> anyhow::Result<Response> {
         let session = self.session().await?;
         let scope = scopes.join(" ");
-        let same_host = url.host_str() == session.base.host_str()
+        // Same origin: scheme, host and port.
+        let same_host = url.scheme() == session.base.scheme()
+            && url.host_str() == session.base.host_str()
             && url.port_or_known_default() == session.base.port_or_known_default();
         let mut renewed = false;
         loop {
@@ -206,6 +211,16 @@ impl RegistryClient {
         session: &Session,
         scope: &str,
     ) -> anyhow::Result<RequestBuilder> {
+        if self.credentials.is_some()
+            && !matches!(session.auth, AuthMode::Anonymous)
+            && !credentials_may_travel(&session.base, self.insecure)
+        {
+            bail!(
+                "refusing to send credentials to {} over plain HTTP (it does not answer HTTPS): \
+                 set insecure: true to allow it",
+                self.host
+            );
+        }
         Ok(match &session.auth {
             AuthMode::Anonymous => request,
             AuthMode::Basic => match &self.credentials {
@@ -272,7 +287,20 @@ impl RegistryClient {
                 .await;
             match attempt {
                 Ok(auth) => return Ok(Session { base, auth }),
-                Err(e) => failures.push(format!("{scheme}: {}", one_line(&e))),
+                Err(e) => {
+                    let text = one_line(&e);
+                    // The host speaks TLS with a certificate we do not
+                    // trust: plain HTTP would be pointless at best, an
+                    // attacker's downgrade at worst.
+                    if *scheme == "https" && is_certificate_failure(&text) {
+                        bail!(
+                            "cannot reach registry {}: {text} (if the registry's certificate \
+                             is signed by a private CA, give that CA in source.ca_certs)",
+                            self.host
+                        );
+                    }
+                    failures.push(format!("{scheme}: {text}"));
+                }
             }
         }
         bail!(
@@ -374,6 +402,25 @@ fn plain_http_allowed(host: &str) -> bool {
     })
 }
 
+/// Whether credentials may be sent to a registry at `base`: over HTTPS,
+/// to loopback over plain HTTP, or anywhere with `insecure`.
+fn credentials_may_travel(base: &Url, insecure: bool) -> bool {
+    base.scheme() == "https" || insecure || base.host_str().is_some_and(is_loopback_host)
+}
+
+fn is_loopback_host(name: &str) -> bool {
+    let name = name.trim_matches(['[', ']']);
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A TLS failure that says the certificate was checked and refused (as
+/// opposed to a server that does not speak TLS at all).
+fn is_certificate_failure(error: &str) -> bool {
+    error.contains("invalid peer certificate") || error.contains("certificate verify failed")
+}
+
 fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -427,6 +474,37 @@ mod tests {
         ] {
             assert!(!plain_http_allowed(host), "{host}");
         }
+    }
+
+    #[test]
+    fn credentials_travel_over_https_to_loopback_or_when_insecure() {
+        let url = |u: &str| Url::parse(u).unwrap();
+        assert!(credentials_may_travel(&url("https://10.0.0.5/"), false));
+        assert!(credentials_may_travel(
+            &url("http://127.0.0.1:5000/"),
+            false
+        ));
+        assert!(credentials_may_travel(&url("http://[::1]:5000/"), false));
+        assert!(credentials_may_travel(
+            &url("http://localhost:5000/"),
+            false
+        ));
+        assert!(!credentials_may_travel(
+            &url("http://10.0.0.5:5000/"),
+            false
+        ));
+        assert!(!credentials_may_travel(&url("http://192.168.1.1/"), false));
+        assert!(!credentials_may_travel(
+            &url("http://registry.example.com/"),
+            false
+        ));
+        assert!(credentials_may_travel(&url("http://10.0.0.5:5000/"), true));
+        assert!(is_certificate_failure(
+            "error sending request: invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(!is_certificate_failure(
+            "received corrupt message of type InvalidContentType"
+        ));
     }
 
     #[test]
