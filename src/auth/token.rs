@@ -8,6 +8,9 @@ use url::Url;
 
 use super::Credentials;
 
+/// A token response is a small JSON object; real tokens are a few KiB.
+const MAX_TOKEN_RESPONSE: usize = 1 << 20;
+
 #[derive(Deserialize)]
 struct TokenResponse {
     #[serde(default)]
@@ -44,10 +47,13 @@ pub async fn fetch(
         .await
         .with_context(|| format!("token request to {shown} failed"))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .with_context(|| format!("reading the token from {shown}"))?;
+    let body = if status.is_success() {
+        crate::registry::http::read_limited(response, MAX_TOKEN_RESPONSE)
+            .await
+            .with_context(|| format!("reading the token from {shown}"))?
+    } else {
+        crate::registry::http::read_prefix(response, MAX_TOKEN_RESPONSE).await
+    };
     if !status.is_success() {
         let hint = if status == reqwest::StatusCode::UNAUTHORIZED && credentials.is_some() {
             " (check username and password)"

@@ -7,7 +7,7 @@ use url::Url;
 
 use super::client::RegistryClient;
 use super::error::StatusError;
-use super::manifest::read_limited;
+use super::http::read_limited;
 use crate::image::Digest;
 use crate::image::digest::{Algorithm, Hasher};
 use crate::reference::Repository;

@@ -35,6 +35,10 @@ struct ErrorEntry {
     message: String,
 }
 
+/// What is read of an error response: enough for the registry's JSON error
+/// list, never what a hostile server would like to send.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
 impl StatusError {
     /// Reads the rest of `response` to build the error.
     pub async fn from_response(method: Method, response: reqwest::Response) -> Self {
@@ -46,7 +50,7 @@ impl StatusError {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(std::time::Duration::from_secs);
-        let body = response.bytes().await.unwrap_or_default();
+        let body = super::http::read_prefix(response, MAX_ERROR_BODY).await;
         let mut error = Self::new(method, path, status, &body);
         error.retry_after = retry_after;
         error

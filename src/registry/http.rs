@@ -57,3 +57,38 @@ fn system_bundle() -> Option<Vec<Certificate>> {
     let certs = Certificate::from_pem_bundle(&pem).ok()?;
     (!certs.is_empty()).then_some(certs)
 }
+
+/// Reads a small response body whole, refusing more than `limit` bytes
+/// (whatever `Content-Length` claims): every body held in memory has a cap.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> anyhow::Result<Vec<u8>> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        bail!("the response is larger than {limit} bytes");
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            bail!("the response is larger than {limit} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `limit` bytes of a body (an error's, shown as an excerpt); the
+/// rest is not read. A body that breaks off gives what arrived.
+pub async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(limit - body.len());
+                body.extend_from_slice(&chunk[..take]);
+            }
+            _ => break,
+        }
+    }
+    body
+}

@@ -99,7 +99,7 @@ impl RegistryClient {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned());
-        let bytes = read_limited(response, MAX_MANIFEST_BYTES)
+        let bytes = super::http::read_limited(response, MAX_MANIFEST_BYTES)
             .await
             .with_context(|| format!("reading manifest {repo}:{target}"))?;
         let digest = Digest::sha256_of(&bytes);
@@ -213,21 +213,6 @@ pub fn detect_media_type(content_type: Option<&str>, body: &[u8]) -> String {
         }) => media_type::OCI_INDEX.to_owned(),
         _ => media_type::OCI_MANIFEST.to_owned(),
     }
-}
-
-/// Reads a small response body whole, refusing more than `limit` bytes.
-pub(super) async fn read_limited(mut response: Response, limit: usize) -> anyhow::Result<Vec<u8>> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        bail!("the response is larger than {limit} bytes");
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            bail!("the response is larger than {limit} bytes");
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[cfg(test)]

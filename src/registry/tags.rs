@@ -11,12 +11,15 @@ use url::Url;
 
 use super::client::RegistryClient;
 use super::error::StatusError;
-use super::manifest::read_limited;
+use super::http::read_limited;
 use crate::reference::Repository;
 
 /// At 1,000 tags a page this is a million tags; beyond it something loops.
 const MAX_PAGES: usize = 1000;
-const MAX_PAGE_BYTES: usize = 32 << 20;
+/// The whole listing, however it is paged: beyond this a repository is not
+/// one a resource can sensibly check, and memory must stay bounded.
+const MAX_TAGS: usize = 100_000;
+const MAX_LISTING_BYTES: usize = 16 << 20;
 
 #[derive(Deserialize)]
 struct TagPage {
@@ -33,13 +36,22 @@ impl RegistryClient {
             .await?;
         let mut tags = Vec::new();
         let mut seen = HashSet::new();
+        let mut bytes = 0;
         for _ in 0..MAX_PAGES {
             let what = format!("GET {}", url.path());
             let (page, next) = self
                 .retry()
                 .run(&what, || self.tag_page(repo, url.clone()))
                 .await?;
+            bytes += page.iter().map(String::len).sum::<usize>();
             tags.extend(page);
+            if tags.len() > MAX_TAGS || bytes > MAX_LISTING_BYTES {
+                bail!(
+                    "tag listing of {repo} is over {MAX_TAGS} tags or {} MiB; giving up \
+                     (use a tag or a narrower repository)",
+                    MAX_LISTING_BYTES >> 20
+                );
+            }
             let Some(next) = next else {
                 return Ok(tags);
             };
@@ -79,7 +91,7 @@ impl RegistryClient {
             .map(|link| url.join(&link))
             .transpose()
             .context("invalid Link header in the tag listing")?;
-        let body = read_limited(response, MAX_PAGE_BYTES).await?;
+        let body = read_limited(response, MAX_LISTING_BYTES).await?;
         let page: TagPage = serde_json::from_slice(&body).context("invalid tag listing")?;
         Ok((page.tags.unwrap_or_default(), next))
     }

@@ -29,6 +29,11 @@ pub enum Fault {
     Pass,
     /// Forward, and drop `Location` from the answer (ECR's manifest PUT).
     StripLocation,
+    /// Answer with this status and a body of this many bytes (`a`s, in
+    /// 1 MiB chunks, no `Content-Length`): a hostile server's flood.
+    Flood(u16, u64),
+    /// Answer 200 with this JSON body (e.g. a forged tag page).
+    Json(std::sync::Arc<Vec<u8>>),
 }
 
 struct Rule {
@@ -199,6 +204,26 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
             );
         }
         return response;
+    }
+    if let Some(Fault::Flood(code, bytes)) = fault {
+        let chunk = bytes::Bytes::from(vec![b'a'; 1 << 20]);
+        let chunks = bytes.div_ceil(1 << 20);
+        let stream = futures_util::stream::iter((0..chunks).map(move |i| {
+            let left = bytes - i * (1 << 20);
+            Ok::<_, std::io::Error>(chunk.slice(..(left.min(1 << 20) as usize)))
+        }));
+        return Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap();
+    }
+    if let Some(Fault::Json(body)) = fault {
+        return Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(Body::from(body.as_ref().clone()))
+            .unwrap();
     }
     if let Some(Fault::CutUpload(keep)) = fault {
         cut_upload(&state, request, keep).await;
