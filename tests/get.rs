@@ -792,3 +792,45 @@ fn extended_attributes_are_kept() {
         assert_eq!(read_xattr("bin/ping", "security.capability"), capability);
     }
 }
+
+/// A blob that breaks late (here after waiting on our own consumer for
+/// longer than the whole retry budget) still resumes: the budget counts
+/// from the last progress, not from the blob's first byte.
+#[test]
+fn a_blob_interrupted_after_the_budget_resumes_when_it_made_progress() {
+    let r = TestRegistry::plain();
+    let big = image::random_bytes(48 << 20, 7);
+    let first = tar(&[Entry::file("first", "slow to arrive")]);
+    let second = tar(&[Entry::file("big", &big)]);
+    let img = amd64(vec![first.clone(), second.clone()], json!({}));
+    let digest = r.push("late/image", "latest", &img);
+    let proxy = FaultProxy::start(&r);
+    let first_path = format!("/blobs/{}", image::sha256(&first));
+    let second_path = format!("/blobs/{}", image::sha256(&second));
+    // Layer 0 arrives late, so layer 1 waits on the extraction (our own
+    // back-pressure) for longer than the 1 s budget, then breaks.
+    proxy.inject(
+        Some("GET"),
+        &first_path,
+        Fault::Delay(std::time::Duration::from_millis(2500)),
+        1,
+    );
+    proxy.inject(Some("GET"), &second_path, Fault::DropAfter(40 << 20), 1);
+    let dest = tempfile::tempdir().unwrap();
+    let out = support::run_step_env(
+        "in",
+        &[dest.path().to_str().unwrap()],
+        &[("REGISTRY_IMAGE_RETRY_BUDGET_MS", "1000")],
+        &json!({"source": {"repository": proxy.repo("late/image")},
+                "version": {"tag": "latest", "digest": digest}}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert!(out.stderr.contains("resuming"), "{}", out.stderr);
+    assert_eq!(std::fs::read(dest.path().join("rootfs/big")).unwrap(), big);
+    assert_eq!(
+        proxy.count("GET", &second_path),
+        2,
+        "{:?}",
+        proxy.requests()
+    );
+}

@@ -93,8 +93,8 @@ impl RegistryClient {
         let mut hasher = Hasher::new(digest.algorithm());
         let url = self.blob_url(repo, digest).await?;
         let mut received: u64 = 0;
-        let mut resumes = 0u32;
-        let started = std::time::Instant::now();
+        let policy = self.retry();
+        let mut attempts = super::retry::Attempts::new(policy);
         loop {
             let from = received;
             let response = self
@@ -147,23 +147,32 @@ impl RegistryClient {
                 break;
             }
             // A body cut short and a transient error are resumed; anything
-            // else is final.
+            // else is final. Bytes received renew the attempts and budget:
+            // a blob that took long (or waited on our own consumer) before
+            // it broke resumes like any other.
             let resumable = interrupted
                 .as_ref()
-                .is_none_or(|e| super::retry::classify(e).is_some());
+                .map_or(Some(super::retry::Transient { retry_after: None }), |e| {
+                    super::retry::classify(e)
+                });
             let error = interrupted.unwrap_or_else(|| {
                 anyhow!("the connection closed after {received} of {size} bytes")
             });
-            let policy = self.retry();
-            if !resumable || resumes + 1 >= policy.max_attempts || started.elapsed() > policy.budget
-            {
-                return Err(error.context(format!("GET blob {digest}: giving up")));
+            if received > from {
+                attempts.progressed();
             }
-            resumes += 1;
+            let attempt = attempts.attempt();
+            let Some(delay) = resumable.and_then(|t| attempts.next_delay(&t)) else {
+                return Err(error.context(format!(
+                    "GET blob {digest}: giving up after {attempt} attempts"
+                )));
+            };
             tracing::warn!(
-                "blob {digest}: {error:#} after {received} of {size} bytes; resuming (attempt {resumes})"
+                "blob {digest}: {error:#} after {received} of {size} bytes; resuming in {} ms (attempt {attempt} of {})",
+                delay.as_millis(),
+                policy.max_attempts
             );
-            tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(resumes))).await;
+            tokio::time::sleep(delay).await;
         }
         let actual = hasher.finish();
         if actual != *digest {

@@ -20,13 +20,68 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
+    /// 6 attempts, 250 ms doubling to 15 s, within 2 minutes without
+    /// progress. `REGISTRY_IMAGE_RETRY_BUDGET_MS` replaces the budget (tests
+    /// use it to make "long" transfers short).
     fn default() -> Self {
+        let budget = std::env::var("REGISTRY_IMAGE_RETRY_BUDGET_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(120), Duration::from_millis);
         RetryPolicy {
             max_attempts: 6,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(15),
-            budget: Duration::from_secs(120),
+            budget,
         }
+    }
+}
+
+/// One retried operation under a [`RetryPolicy`]: the attempt count and the
+/// budget clock, both renewed whenever an attempt made progress (moved
+/// bytes), so a long transfer interrupted late gets the same chances as a
+/// short one. Request retries, blob resumes and upload chunks all count
+/// through this.
+pub struct Attempts<'a> {
+    policy: &'a RetryPolicy,
+    attempt: u32,
+    since: Instant,
+}
+
+impl<'a> Attempts<'a> {
+    pub fn new(policy: &'a RetryPolicy) -> Self {
+        Attempts {
+            policy,
+            attempt: 1,
+            since: Instant::now(),
+        }
+    }
+
+    /// The attempt under way, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The last attempt moved bytes: count afresh from here.
+    pub fn progressed(&mut self) {
+        self.attempt = 1;
+        self.since = Instant::now();
+    }
+
+    /// After a transient failure: how long to wait before the next attempt,
+    /// or `None` when the attempts or the budget are spent.
+    pub fn next_delay(&mut self, transient: &Transient) -> Option<Duration> {
+        let delay = transient
+            .retry_after
+            .map(|d| d.min(self.policy.max_delay))
+            .unwrap_or_else(|| self.policy.backoff(self.attempt));
+        if self.attempt >= self.policy.max_attempts
+            || self.since.elapsed() + delay > self.policy.budget
+        {
+            return None;
+        }
+        self.attempt += 1;
+        Some(delay)
     }
 }
 
@@ -43,8 +98,7 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = anyhow::Result<T>>,
     {
-        let started = Instant::now();
-        let mut attempt = 1;
+        let mut attempts = Attempts::new(self);
         loop {
             let error = match op().await {
                 Ok(value) => return Ok(value),
@@ -53,20 +107,16 @@ impl RetryPolicy {
             let Some(transient) = classify(&error) else {
                 return Err(error);
             };
-            let delay = transient
-                .retry_after
-                .map(|d| d.min(self.max_delay))
-                .unwrap_or_else(|| self.backoff(attempt));
-            if attempt >= self.max_attempts || started.elapsed() + delay > self.budget {
+            let attempt = attempts.attempt();
+            let Some(delay) = attempts.next_delay(&transient) else {
                 return Err(error.context(format!("{what}: giving up after {attempt} attempts")));
-            }
+            };
             tracing::warn!(
                 "{what}: transient error: {error:#}; retrying in {} ms (attempt {attempt} of {})",
                 delay.as_millis(),
                 self.max_attempts
             );
             tokio::time::sleep(delay).await;
-            attempt += 1;
         }
     }
 

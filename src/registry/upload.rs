@@ -19,7 +19,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use bytes::{Bytes, BytesMut};
@@ -345,9 +345,8 @@ impl RegistryClient {
     ) -> Result<(), Failure> {
         let end = start + chunk.len() as u64;
         let policy = self.retry().clone();
-        let started = Instant::now();
+        let mut attempts = super::retry::Attempts::new(&policy);
         let mut from = start;
-        let mut attempt = 1;
         loop {
             let body = chunk.slice((from - start) as usize..);
             let range = format!("{from}-{}", end - 1);
@@ -396,22 +395,18 @@ impl RegistryClient {
             let Some(transient) = classify(&error) else {
                 return Err(Failure::Fatal(error));
             };
-            let delay = transient
-                .retry_after
-                .map(|d| d.min(policy.max_delay))
-                .unwrap_or_else(|| policy.backoff(attempt));
-            if attempt >= policy.max_attempts || started.elapsed() + delay > policy.budget {
+            let attempt = attempts.attempt();
+            let Some(delay) = attempts.next_delay(&transient) else {
                 return Err(Failure::Fatal(error.context(format!(
                     "PATCH {}: giving up after {attempt} attempts",
                     location.path()
                 ))));
-            }
+            };
             tracing::warn!(
                 "upload chunk {from}-{} to {repo}: {error:#}; asking the registry where it stands",
                 end - 1
             );
             tokio::time::sleep(delay).await;
-            attempt += 1;
             let committed = self
                 .upload_status(repo, location, start)
                 .await
@@ -424,6 +419,9 @@ impl RegistryClient {
                     "the registry holds {committed} bytes of the upload, outside the chunk \
                      being sent ({start}-{end})"
                 )));
+            }
+            if committed > from {
+                attempts.progressed();
             }
             from = committed;
         }

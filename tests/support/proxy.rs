@@ -34,6 +34,8 @@ pub enum Fault {
     Flood(u16, u64),
     /// Answer 200 with this JSON body (e.g. a forged tag page).
     Json(std::sync::Arc<Vec<u8>>),
+    /// Wait this long, then forward as usual (a slow first byte).
+    Delay(std::time::Duration),
 }
 
 struct Rule {
@@ -217,6 +219,9 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
             .header("content-type", "application/json")
             .body(Body::from_stream(stream))
             .unwrap();
+    }
+    if let Some(Fault::Delay(pause)) = fault {
+        tokio::time::sleep(pause).await;
     }
     if let Some(Fault::Json(body)) = fault {
         return Response::builder()
