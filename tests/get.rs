@@ -834,3 +834,76 @@ fn a_blob_interrupted_after_the_budget_resumes_when_it_made_progress() {
         proxy.requests()
     );
 }
+
+/// Our own back-pressure is not server silence: layer downloads paused for
+/// longer than the read timeout while earlier layers are extracted (slowed
+/// by the test knob) go on without a timeout or a resume.
+#[test]
+fn a_download_paused_by_extraction_is_not_a_stalled_server() {
+    let r = TestRegistry::plain();
+    let big = image::random_bytes(48 << 20, 9);
+    let first = tar(&[Entry::file("first", "first")]);
+    let second = tar(&[Entry::file("big", &big)]);
+    let img = amd64(vec![first, second.clone()], json!({}));
+    let digest = r.push("paused/image", "latest", &img);
+    let proxy = FaultProxy::start(&r);
+    let second_path = format!("/blobs/{}", image::sha256(&second));
+    let dest = tempfile::tempdir().unwrap();
+    let out = support::run_step_env(
+        "in",
+        &[dest.path().to_str().unwrap()],
+        &[
+            ("REGISTRY_IMAGE_READ_TIMEOUT_MS", "1000"),
+            ("REGISTRY_IMAGE_TEST_EXTRACT_DELAY_MS", "2500"),
+        ],
+        &json!({"source": {"repository": proxy.repo("paused/image")},
+                "version": {"tag": "latest", "digest": digest}}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("resuming") && !out.stderr.contains("transient"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        proxy.count("GET", &second_path),
+        1,
+        "{:?}",
+        proxy.requests()
+    );
+    assert_eq!(std::fs::read(dest.path().join("rootfs/big")).unwrap(), big);
+}
+
+/// A server that falls silent while we read (before its headers, or in the
+/// middle of a blob) is retried or resumed after the read timeout.
+#[test]
+fn a_stalled_server_is_retried_and_resumed() {
+    let r = TestRegistry::plain();
+    let big = image::random_bytes(8 << 20, 11);
+    let layer = tar(&[Entry::file("big", &big)]);
+    let img = amd64(vec![layer.clone()], json!({}));
+    let digest = r.push("stalled/image", "latest", &img);
+    let proxy = FaultProxy::start(&r);
+    let blob_path = format!("/blobs/{}", image::sha256(&layer));
+    let stall = std::time::Duration::from_secs(4);
+    proxy.inject(Some("GET"), "/manifests/", Fault::Delay(stall), 1);
+    proxy.inject(
+        Some("GET"),
+        &blob_path,
+        Fault::StallAfter(2 << 20, stall),
+        1,
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let out = support::run_step_env(
+        "in",
+        &[dest.path().to_str().unwrap()],
+        &[("REGISTRY_IMAGE_READ_TIMEOUT_MS", "1000")],
+        &json!({"source": {"repository": proxy.repo("stalled/image")},
+                "version": {"tag": "latest", "digest": digest}}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert!(out.stderr.contains("transient"), "{}", out.stderr);
+    assert!(out.stderr.contains("resuming"), "{}", out.stderr);
+    assert_eq!(proxy.count("GET", &blob_path), 2, "{:?}", proxy.requests());
+    assert_eq!(std::fs::read(dest.path().join("rootfs/big")).unwrap(), big);
+}

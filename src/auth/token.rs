@@ -42,9 +42,9 @@ pub async fn fetch(
         request = request.basic_auth(&c.username, Some(&c.password));
     }
     let shown = without_query(&url);
-    let response = request
-        .send()
+    let response = crate::registry::http::read_or_stall(request.send())
         .await
+        .with_context(|| format!("token request to {shown} failed"))?
         .with_context(|| format!("token request to {shown} failed"))?;
     let status = response.status();
     let body = if status.is_success() {

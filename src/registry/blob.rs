@@ -120,7 +120,7 @@ impl RegistryClient {
             };
             let mut response = response;
             let interrupted = loop {
-                match response.chunk().await {
+                match super::http::next_chunk(&mut response).await {
                     Ok(Some(mut chunk)) => {
                         if skip > 0 {
                             let n = skip.min(chunk.len() as u64) as usize;
@@ -140,7 +140,7 @@ impl RegistryClient {
                         }
                     }
                     Ok(None) => break None,
-                    Err(e) => break Some(anyhow::Error::new(e)),
+                    Err(e) => break Some(e),
                 }
             };
             if received == size && interrupted.is_none() {

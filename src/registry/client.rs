@@ -157,9 +157,17 @@ impl RegistryClient {
             let started = Instant::now();
             // Without the URL: its query may hold upload state or a
             // storage backend's signature.
-            let response = request
-                .send()
-                .await
+            // A request without a body waits for its answer within the
+            // read timeout; an upload's answer comes after its body, which
+            // may take long to send.
+            let answer = if matches!(method, Method::GET | Method::HEAD | Method::DELETE) {
+                super::http::read_or_stall(request.send())
+                    .await
+                    .with_context(|| format!("{method} {} failed", url.path()))?
+            } else {
+                request.send().await
+            };
+            let response = answer
                 .map_err(reqwest::Error::without_url)
                 .with_context(|| format!("{method} {} failed", url.path()))?;
             tracing::debug!(
@@ -316,7 +324,7 @@ impl RegistryClient {
     async fn ping_once(&self, base: &Url) -> anyhow::Result<AuthMode> {
         let url = base.join("/v2/")?;
         let started = Instant::now();
-        let response = self.http.get(url.clone()).send().await?;
+        let response = super::http::read_or_stall(self.http.get(url.clone()).send()).await??;
         tracing::debug!(
             "GET {url} -> {} ({} ms)",
             response.status().as_u16(),

@@ -22,6 +22,35 @@ pub fn parse_ca_certs(pems: &[String]) -> anyhow::Result<Vec<Certificate>> {
     Ok(certs)
 }
 
+/// How long a registry may stay silent while we wait for its bytes: 2
+/// minutes, or `REGISTRY_IMAGE_READ_TIMEOUT_MS` (the tests use it). The
+/// clock runs only while we are reading: a download paused by our own
+/// consumer (layers extract in order) is not a silent server.
+pub fn read_timeout() -> Duration {
+    std::env::var("REGISTRY_IMAGE_READ_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(120), Duration::from_millis)
+}
+
+/// Waits for `read` (a response's headers, or its next body chunk) at most
+/// the read timeout; a silent registry is a `TimedOut` error, which the
+/// retry policy retries or resumes.
+pub async fn read_or_stall<T>(read: impl Future<Output = T>) -> std::io::Result<T> {
+    let limit = read_timeout();
+    tokio::time::timeout(limit, read).await.map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the registry sent nothing for {} ms", limit.as_millis()),
+        )
+    })
+}
+
+/// The next chunk of a body, within the read timeout.
+pub async fn next_chunk(response: &mut reqwest::Response) -> anyhow::Result<Option<bytes::Bytes>> {
+    Ok(read_or_stall(response.chunk()).await??)
+}
+
 /// Builds the HTTP client: the system trust roots plus `extra_roots`.
 pub fn build_client(extra_roots: Vec<Certificate>) -> anyhow::Result<reqwest::Client> {
     // ring, not aws-lc: aws-lc seeds its RNG with CPU jitter entropy on first
@@ -31,7 +60,9 @@ pub fn build_client(extra_roots: Vec<Certificate>) -> anyhow::Result<reqwest::Cl
     let builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(120))
+        // No reqwest read timeout: its clock also runs while we do not
+        // read (a layer download waiting on extraction), so it cut healthy
+        // downloads. Waits are bounded where we wait: `read_or_stall`.
         .pool_idle_timeout(Duration::from_secs(60));
     let builder = match system_bundle() {
         Some(system) => builder.tls_certs_only(system.into_iter().chain(extra_roots)),
@@ -68,7 +99,7 @@ pub async fn read_limited(
         bail!("the response is larger than {limit} bytes");
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
+    while let Some(chunk) = next_chunk(&mut response).await? {
         if body.len() + chunk.len() > limit {
             bail!("the response is larger than {limit} bytes");
         }
@@ -82,7 +113,7 @@ pub async fn read_limited(
 pub async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
     let mut body = Vec::new();
     while body.len() < limit {
-        match response.chunk().await {
+        match next_chunk(&mut response).await {
             Ok(Some(chunk)) => {
                 let take = chunk.len().min(limit - body.len());
                 body.extend_from_slice(&chunk[..take]);

@@ -2,6 +2,7 @@
 //! with opaque `Link` cursors (as ECR and Quay do), injects 429/5xx answers
 //! and connections dropped mid-body, strips headers, and counts requests.
 
+use futures_util::StreamExt as _;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -36,6 +37,9 @@ pub enum Fault {
     Json(std::sync::Arc<Vec<u8>>),
     /// Wait this long, then forward as usual (a slow first byte).
     Delay(std::time::Duration),
+    /// Forward, send the first `bytes` of the body, then fall silent for
+    /// the duration (connection open), then drop: a stalled server.
+    StallAfter(usize, std::time::Duration),
 }
 
 struct Rule {
@@ -350,19 +354,25 @@ async fn forward(state: &ProxyState, request: Request) -> Response {
 /// connection closes (the declared length is kept, so the client sees a
 /// truncated message).
 async fn cut(response: Response, fault: Option<Fault>) -> Response {
-    let Some(Fault::DropAfter(limit)) = fault else {
-        return response;
+    let (limit, stall) = match fault {
+        Some(Fault::DropAfter(limit)) => (limit, None),
+        Some(Fault::StallAfter(limit, stall)) => (limit, Some(stall)),
+        _ => return response,
     };
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     let kept = bytes.slice(..limit.min(bytes.len()));
-    let stream = futures_util::stream::iter(vec![
-        Ok::<_, std::io::Error>(kept),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "injected drop",
-        )),
-    ]);
+    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(kept)]).chain(
+        futures_util::stream::once(async move {
+            if let Some(stall) = stall {
+                tokio::time::sleep(stall).await;
+            }
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected drop",
+            ))
+        }),
+    );
     Response::from_parts(parts, Body::from_stream(stream))
 }
 
