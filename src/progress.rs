@@ -46,11 +46,15 @@ impl Progress {
 
     /// Ends the bars' last line, so what follows (an error line) starts on
     /// a line of its own: in a pipe the cursor stays after the last bar.
+    ///
+    /// Drawing stops here for good: a transfer still winding down (an
+    /// upload task aborted by an error) must not redraw after that line.
     pub fn finish(&self) {
-        if let Progress::Bars(_, used) = self
-            && used.swap(false, Ordering::Relaxed)
-        {
-            eprintln!();
+        if let Progress::Bars(multi, used) = self {
+            multi.set_draw_target(ProgressDrawTarget::hidden());
+            if used.swap(false, Ordering::Relaxed) {
+                eprintln!();
+            }
         }
     }
 

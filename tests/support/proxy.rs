@@ -37,6 +37,9 @@ pub enum Fault {
     Json(std::sync::Arc<Vec<u8>>),
     /// Wait this long, then forward as usual (a slow first byte).
     Delay(std::time::Duration),
+    /// Forward, send the first `bytes` of the body, then end it cleanly
+    /// (the declared length kept): a truncated body.
+    Truncate(usize),
     /// Forward, send the first `bytes` of the body, then fall silent for
     /// the duration (connection open), then drop: a stalled server.
     StallAfter(usize, std::time::Duration),
@@ -357,6 +360,13 @@ async fn cut(response: Response, fault: Option<Fault>) -> Response {
     let (limit, stall) = match fault {
         Some(Fault::DropAfter(limit)) => (limit, None),
         Some(Fault::StallAfter(limit, stall)) => (limit, Some(stall)),
+        Some(Fault::Truncate(limit)) => {
+            let (parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let kept = bytes.slice(..limit.min(bytes.len()));
+            let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(kept)]);
+            return Response::from_parts(parts, Body::from_stream(stream));
+        }
         _ => return response,
     };
     let (parts, body) = response.into_parts();
