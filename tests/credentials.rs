@@ -74,11 +74,8 @@ fn ecr_keys_then_two_roles_then_token_for_check_in_and_out() {
         &format!("http://{}", registry.host()),
         "ecr-registry-pw-canary",
     );
-    let envs = [
-        ("AWS_ENDPOINT_URL", aws.url()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ];
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let owned = aws.envs();
+    let envs = as_refs(&owned);
     let src = tempfile::tempdir().unwrap();
     let img = TestImage::new(
         vec![tar(&[Entry::file("ecr", "pushed through ECR auth")])],
@@ -178,11 +175,8 @@ fn ecr_keys_then_two_roles_then_token_for_check_in_and_out() {
 fn ecr_failures_are_one_clear_line_without_secrets() {
     let registry = TestRegistry::basic("AWS", "ecr-registry-pw-canary");
     let aws = AwsMock::start(&format!("http://{}", registry.host()), "wrong-pw-canary");
-    let envs = [
-        ("AWS_ENDPOINT_URL", aws.url()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ];
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let owned = aws.envs();
+    let envs = as_refs(&owned);
     let denied = step(
         "check",
         None,
@@ -606,11 +600,8 @@ fn the_ecr_token_never_leaves_the_ecr_registry() {
         &format!("http://{}", ecr_registry.host()),
         "ecr-registry-pw-canary",
     );
-    let envs = [
-        ("AWS_ENDPOINT_URL", aws.url()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ];
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let owned = aws.envs();
+    let envs = as_refs(&owned);
     let source = ecr_source(json!({
         "repository": other.repo("team/app"),
         "username": "other-user",

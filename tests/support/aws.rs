@@ -61,6 +61,15 @@ impl AwsMock {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The environment that points the AWS SDK at this mock (and never at
+    /// instance metadata).
+    pub fn envs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.url()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
     /// The calls so far: (operation, signing access key, session token).
     pub fn calls(&self) -> Vec<(String, String, String)> {
         self.state.lock().unwrap().calls.clone()
