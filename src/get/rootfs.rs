@@ -312,14 +312,13 @@ impl RootfsWriter {
                     let Some((target_base, target_parents)) = target.split_last() else {
                         bail!("a hard link to the root directory");
                     };
-                    let target_dir = self
-                        .root
-                        .dir(target_parents, None)
-                        .with_context(|| format!("linking to {}", target_name.escape_ascii()))?;
+                    let linking =
+                        || format!("linking to {}", shown(OsStr::from_bytes(&target_name)));
+                    let target_dir = self.root.dir(target_parents, None).with_context(linking)?;
                     // The target's last component is not followed: a link to a
                     // symlink links the symlink itself.
                     rustix::fs::linkat(&target_dir, target_base, &parent, base, AtFlags::empty())
-                        .with_context(|| format!("linking to {}", target_name.escape_ascii()))?;
+                        .with_context(linking)?;
                 }
                 EntryType::Char | EntryType::Block | EntryType::Fifo => {
                     let file_type = match kind {
@@ -436,6 +435,7 @@ impl RootfsWriter {
                 Some(st) if file_type(&st) == FileType::Directory && FileId::of(&st) == id => {}
                 _ => continue,
             }
+            let name = || shown(fix.components.join(OsStr::new("/")));
             // Checked just above to be that directory (we are the only
             // writer), so following the name is safe.
             rustix::fs::chmodat(
@@ -444,33 +444,26 @@ impl RootfsWriter {
                 Mode::from_raw_mode(fix.mode),
                 AtFlags::empty(),
             )
-            .with_context(|| format!("setting the mode of {}", display(&fix.components)))?;
+            .with_context(|| format!("setting the mode of {}", name()))?;
             rustix::fs::utimensat(
                 &parent,
                 base,
                 &timestamps(fix.mtime),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
-            .with_context(|| format!("setting the mtime of {}", display(&fix.components)))?;
+            .with_context(|| format!("setting the mtime of {}", name()))?;
         }
         Ok(self.skipped)
     }
 }
 
-/// An entry name fit for the one error line: control bytes (a NUL, an
-/// escape sequence) are escaped, not printed.
-fn shown(name: &Path) -> String {
-    String::from_utf8_lossy(name.as_os_str().as_bytes())
+/// A name from a layer fit for the one error line: control bytes (a NUL,
+/// an escape sequence) are escaped, not printed. Every name in an error of
+/// this module goes through here.
+fn shown(name: impl AsRef<OsStr>) -> String {
+    String::from_utf8_lossy(name.as_ref().as_bytes())
         .escape_debug()
         .to_string()
-}
-
-fn display(components: &[OsString]) -> String {
-    let joined: Vec<String> = components
-        .iter()
-        .map(|c| c.as_bytes().escape_ascii().to_string())
-        .collect();
-    joined.join("/")
 }
 
 fn uid(id: u32) -> Option<rustix::fs::Uid> {
@@ -485,19 +478,21 @@ fn gid(id: u32) -> Option<rustix::fs::Gid> {
 fn chown_at(
     dir: &DirHandle,
     name: &OsStr,
-    (uid, gid): (u32, u32),
+    owner: (u32, u32),
     privileged: bool,
     skipped: &mut Skipped,
 ) -> anyhow::Result<()> {
     if !privileged {
         return Ok(());
     }
-    let owner = (
-        Some(rustix::fs::Uid::from_raw(uid)),
-        Some(rustix::fs::Gid::from_raw(gid)),
-    );
     chown(
-        rustix::fs::chownat(dir, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW),
+        rustix::fs::chownat(
+            dir,
+            name,
+            uid(owner.0),
+            gid(owner.1),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ),
         skipped,
     )
 }
@@ -592,7 +587,7 @@ fn remove_tree(
     if file_type(&stat) != FileType::Directory {
         if !kept_self {
             rustix::fs::unlinkat(dir, name, AtFlags::empty())
-                .with_context(|| format!("removing {}", name.as_bytes().escape_ascii()))?;
+                .with_context(|| format!("removing {}", shown(name)))?;
         }
         return Ok(kept_self);
     }
@@ -605,12 +600,12 @@ fn remove_tree(
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .with_context(|| format!("opening {}", name.as_bytes().escape_ascii()))?;
+    .with_context(|| format!("opening {}", shown(name)))?;
     let child = DirHandle::from_fd(child)?;
     let kept_inside = remove_children(&child, keep, fixups, depth + 1)?;
     if !kept_self && !kept_inside {
         rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
-            .with_context(|| format!("removing {}", name.as_bytes().escape_ascii()))?;
+            .with_context(|| format!("removing {}", shown(name)))?;
         // Its inode may be reused: its fix-up must not land on another.
         fixups.remove(&child.id);
     }
