@@ -42,9 +42,8 @@ pub async fn fetch(
         request = request.basic_auth(&c.username, Some(&c.password));
     }
     let shown = without_query(&url);
-    let response = crate::registry::http::read_or_stall(request.send())
+    let response = crate::registry::http::send_and_wait(request)
         .await
-        .with_context(|| format!("token request to {shown} failed"))?
         .with_context(|| format!("token request to {shown} failed"))?;
     let status = response.status();
     let body = if status.is_success() {
@@ -52,7 +51,7 @@ pub async fn fetch(
             .await
             .with_context(|| format!("reading the token from {shown}"))?
     } else {
-        crate::registry::http::read_prefix(response, MAX_TOKEN_RESPONSE).await
+        crate::registry::http::read_prefix(response, crate::registry::error::MAX_ERROR_BODY).await
     };
     if !status.is_success() {
         let hint = if status == reqwest::StatusCode::UNAUTHORIZED && credentials.is_some() {

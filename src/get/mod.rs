@@ -294,7 +294,11 @@ async fn unpack_layers(
     let skipped = pipeline(client, repository, progress, layers, move |readers| {
         let total = readers.len();
         let mut writer = RootfsWriter::new(&root)?;
-        let test_delay = extract_delay_for_tests();
+        // `REGISTRY_IMAGE_TEST_EXTRACT_DELAY_MS`: a pause before each
+        // layer, so tests can make our own consumer slower than the read
+        // timeout (the downloads behind it then wait on us).
+        let test_delay =
+            crate::registry::http::millis_from_env("REGISTRY_IMAGE_TEST_EXTRACT_DELAY_MS");
         for (i, (layer, mut reader)) in readers.into_iter().enumerate() {
             if let Some(delay) = test_delay {
                 std::thread::sleep(delay);
@@ -318,17 +322,6 @@ async fn unpack_layers(
     .await?;
     report_skipped(&skipped);
     Ok(())
-}
-
-/// `REGISTRY_IMAGE_TEST_EXTRACT_DELAY_MS`: a pause before each layer is
-/// extracted, so tests can make our own consumer slower than the read
-/// timeout (the downloads behind it then wait on us). Not for production.
-fn extract_delay_for_tests() -> Option<std::time::Duration> {
-    std::env::var("REGISTRY_IMAGE_TEST_EXTRACT_DELAY_MS")
-        .ok()?
-        .parse()
-        .ok()
-        .map(std::time::Duration::from_millis)
 }
 
 /// One note per kind of thing the rootfs could not hold, not one per file.

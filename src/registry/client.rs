@@ -155,21 +155,18 @@ impl RegistryClient {
                 request = self.authorize(request, session, &scope).await?;
             }
             let started = Instant::now();
-            // Without the URL: its query may hold upload state or a
-            // storage backend's signature.
             // A request without a body waits for its answer within the
             // read timeout; an upload's answer comes after its body, which
-            // may take long to send.
-            let answer = if matches!(method, Method::GET | Method::HEAD | Method::DELETE) {
-                super::http::read_or_stall(request.send())
-                    .await
-                    .with_context(|| format!("{method} {} failed", url.path()))?
+            // may take long to send. Neither error carries the URL.
+            let response = if matches!(method, Method::GET | Method::HEAD | Method::DELETE) {
+                super::http::send_and_wait(request).await
             } else {
-                request.send().await
-            };
-            let response = answer
-                .map_err(reqwest::Error::without_url)
-                .with_context(|| format!("{method} {} failed", url.path()))?;
+                request
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::Error::from(e.without_url()))
+            }
+            .with_context(|| format!("{method} {} failed", url.path()))?;
             tracing::debug!(
                 "{method} {} -> {} ({} ms)",
                 url.path(),
@@ -324,7 +321,7 @@ impl RegistryClient {
     async fn ping_once(&self, base: &Url) -> anyhow::Result<AuthMode> {
         let url = base.join("/v2/")?;
         let started = Instant::now();
-        let response = super::http::read_or_stall(self.http.get(url.clone()).send()).await??;
+        let response = super::http::send_and_wait(self.http.get(url.clone())).await?;
         tracing::debug!(
             "GET {url} -> {} ({} ms)",
             response.status().as_u16(),
@@ -401,13 +398,10 @@ fn plain_http_allowed(host: &str) -> bool {
         Some(rest) => rest.split(']').next().unwrap_or_default(),
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
-    if name == "localhost" || name.ends_with(".localhost") {
-        return true;
-    }
-    name.parse::<IpAddr>().is_ok_and(|ip| match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
-        IpAddr::V6(v6) => v6.is_loopback(),
-    })
+    is_loopback_host(name)
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|v4| v4.is_private())
 }
 
 /// Whether credentials may be sent to a registry at `base`: over HTTPS,
@@ -416,6 +410,8 @@ fn credentials_may_travel(base: &Url, insecure: bool) -> bool {
     base.scheme() == "https" || insecure || base.host_str().is_some_and(is_loopback_host)
 }
 
+/// `localhost`, a `.localhost` name or a loopback address (IPv6 with or
+/// without brackets).
 fn is_loopback_host(name: &str) -> bool {
     let name = name.trim_matches(['[', ']']);
     name == "localhost"

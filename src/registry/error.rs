@@ -37,7 +37,7 @@ struct ErrorEntry {
 
 /// What is read of an error response: enough for the registry's JSON error
 /// list, never what a hostile server would like to send.
-const MAX_ERROR_BODY: usize = 64 << 10;
+pub const MAX_ERROR_BODY: usize = 64 << 10;
 
 impl StatusError {
     /// Reads the rest of `response` to build the error.

@@ -22,15 +22,26 @@ pub fn parse_ca_certs(pems: &[String]) -> anyhow::Result<Vec<Certificate>> {
     Ok(certs)
 }
 
+/// A duration in milliseconds from the environment: the knobs tests use to
+/// make timeouts and budgets short (`REGISTRY_IMAGE_*_MS`).
+pub fn millis_from_env(name: &str) -> Option<Duration> {
+    std::env::var(name)
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
+
 /// How long a registry may stay silent while we wait for its bytes: 2
 /// minutes, or `REGISTRY_IMAGE_READ_TIMEOUT_MS` (the tests use it). The
 /// clock runs only while we are reading: a download paused by our own
-/// consumer (layers extract in order) is not a silent server.
+/// consumer (layers extract in order) is not a silent server. Read once:
+/// it is consulted for every body chunk.
 pub fn read_timeout() -> Duration {
-    std::env::var("REGISTRY_IMAGE_READ_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(120), Duration::from_millis)
+    static READ_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *READ_TIMEOUT.get_or_init(|| {
+        millis_from_env("REGISTRY_IMAGE_READ_TIMEOUT_MS").unwrap_or(Duration::from_secs(120))
+    })
 }
 
 /// Waits for `read` (a response's headers, or its next body chunk) at most
@@ -44,6 +55,15 @@ pub async fn read_or_stall<T>(read: impl Future<Output = T>) -> std::io::Result<
             format!("the registry sent nothing for {} ms", limit.as_millis()),
         )
     })
+}
+
+/// Sends a request without a body and waits for its answer within the read
+/// timeout. The error leaves the URL out: its query may hold upload state
+/// or a storage backend's signature.
+pub async fn send_and_wait(request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    Ok(read_or_stall(request.send())
+        .await?
+        .map_err(reqwest::Error::without_url)?)
 }
 
 /// The next chunk of a body, within the read timeout.

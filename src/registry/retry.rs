@@ -24,10 +24,8 @@ impl Default for RetryPolicy {
     /// progress. `REGISTRY_IMAGE_RETRY_BUDGET_MS` replaces the budget (tests
     /// use it to make "long" transfers short).
     fn default() -> Self {
-        let budget = std::env::var("REGISTRY_IMAGE_RETRY_BUDGET_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(Duration::from_secs(120), Duration::from_millis);
+        let budget = super::http::millis_from_env("REGISTRY_IMAGE_RETRY_BUDGET_MS")
+            .unwrap_or(Duration::from_secs(120));
         RetryPolicy {
             max_attempts: 6,
             base_delay: Duration::from_millis(250),
