@@ -32,10 +32,15 @@ const CANARIES: &[&str] = &[
 ];
 
 fn assert_no_secrets(out: &StepOutput) {
-    for canary in CANARIES {
+    assert_none_leaked(out, CANARIES, "");
+}
+
+/// None of `canaries` on stdout or stderr; `context` says which run.
+fn assert_none_leaked(out: &StepOutput, canaries: &[&str], context: &str) {
+    for canary in canaries {
         assert!(
             !out.stdout.contains(canary) && !out.stderr.contains(canary),
-            "{canary} leaked: stdout {:?} stderr {:?}",
+            "{context}{canary} leaked: stdout {:?} stderr {:?}",
             out.stdout,
             out.stderr
         );
@@ -562,14 +567,7 @@ fn secrets_of_any_json_type_never_reach_the_output() {
                 ),
             ];
             for out in &outs {
-                for canary in canaries {
-                    assert!(
-                        !out.stdout.contains(canary) && !out.stderr.contains(canary),
-                        "{field}={value}: {canary} leaked: {} {}",
-                        out.stdout,
-                        out.stderr
-                    );
-                }
+                assert_none_leaked(out, &canaries, &format!("{field}={value}: "));
                 if !value.is_number() {
                     let line = out.error_line();
                     let named = if field == "mirror" { "password" } else { field };
