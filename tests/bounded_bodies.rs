@@ -71,3 +71,28 @@ fn tag_listings_are_capped_per_page_and_in_total() {
     let out = run_step("check", &[], &source);
     assert_eq!(support::versions(&out).len(), 1, "{}", out.stderr);
 }
+
+#[test]
+fn a_flooded_token_response_is_refused_at_its_cap() {
+    use support::token_server::TokenFault;
+    let registry = TestRegistry::token("flood", "flood-secret");
+    registry.push("flood/app", "1.0.0", &TestImage::seeded("token-flood"));
+    let source = json!({"source": {"repository": registry.repo("flood/app"), "tag": "1.0.0",
+                                   "username": "flood", "password": "flood-secret"}});
+    let tokens = registry.token_server.as_ref().unwrap();
+    // Twice: a failed HEAD of the tag falls back to a GET, which asks again.
+    tokens.inject(TokenFault::Flood(2 << 30), 2);
+    let out = run_step("check", &[], &source);
+    let line = out.error_line();
+    assert!(line.contains("larger than 1048576 bytes"), "{line}");
+    assert!(line.len() < 1000, "one readable line: {line}");
+    assert_eq!(tokens.pending_faults(), 0);
+    let peak = children_peak_rss_mib();
+    assert!(
+        peak < 512,
+        "a 2 GiB token response was read: peak RSS {peak} MiB"
+    );
+    // The same source works once the token service behaves.
+    let out = run_step("check", &[], &source);
+    assert_eq!(support::versions(&out).len(), 1, "{}", out.stderr);
+}

@@ -4,8 +4,10 @@
 //! fail with one clear line and leave no output, or succeed where progress
 //! lets it). Prints the matrix as a table.
 //!
-//! Short budgets through the documented knobs keep it quick:
-//! `REGISTRY_IMAGE_READ_TIMEOUT_MS=1000`, `REGISTRY_IMAGE_RETRY_BUDGET_MS=4000`.
+//! The registry uses token auth (our token service), so the token endpoint
+//! and an expired token are faults like the others. Short budgets through
+//! the documented knobs keep it quick: `REGISTRY_IMAGE_READ_TIMEOUT_MS=1000`,
+//! `REGISTRY_IMAGE_RETRY_BUDGET_MS=4000`.
 
 mod support;
 
@@ -14,8 +16,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::image::{self, Entry, TestImage, tar, write_docker_save, write_oci_layout};
-use support::proxy::{Fault, FaultProxy};
+use support::proxy::{Fault, FaultProxy, RangeStart};
+use support::token_server::TokenFault;
 use support::{StepOutput, TestRegistry, run_step_env};
+
+const USER: &str = "matrix";
+const PASSWORD: &str = "matrix-secret";
 
 const ENV: [(&str, &str); 2] = [
     ("REGISTRY_IMAGE_READ_TIMEOUT_MS", "1000"),
@@ -50,10 +56,14 @@ enum Kind {
     TooMany,
     Status(u16),
     Truncated,
+    RangeFromZero,
+    RangeLater,
+    TokenUnavailable,
+    Unauthorized,
     SlowConsumer,
 }
 
-const KINDS: [Kind; 9] = [
+const KINDS: [Kind; 13] = [
     Kind::ResetMidBody,
     Kind::Stall,
     Kind::TooMany,
@@ -62,6 +72,10 @@ const KINDS: [Kind; 9] = [
     Kind::Status(503),
     Kind::Status(504),
     Kind::Truncated,
+    Kind::RangeFromZero,
+    Kind::RangeLater,
+    Kind::TokenUnavailable,
+    Kind::Unauthorized,
     Kind::SlowConsumer,
 ];
 
@@ -73,6 +87,10 @@ impl Kind {
             Kind::TooMany => "429 + Retry-After".into(),
             Kind::Status(code) => code.to_string(),
             Kind::Truncated => "truncated body".into(),
+            Kind::RangeFromZero => "206 from byte 0".into(),
+            Kind::RangeLater => "206 later than asked".into(),
+            Kind::TokenUnavailable => "token endpoint 503".into(),
+            Kind::Unauthorized => "401 mid-run (token expired)".into(),
             Kind::SlowConsumer => "slow consumer".into(),
         }
     }
@@ -98,25 +116,47 @@ impl Outcome {
 
 /// What a fault that never clears must lead to. A layer cut or stalled
 /// after a megabyte resumes from there: progress each time, so it ends, and
-/// right. An upload cut after a megabyte resumes from what the registry
-/// committed, but small blobs never do; an upload answered slowly is only slow (no
-/// read timeout while a body is sent). Everything else runs out of attempts
-/// or budget and fails cleanly (an upload cut on every request included:
-/// the small blobs' chunks never get through).
+/// right. A resume answered from byte 0 skips what it already has; one
+/// answered from later than asked is not trusted with ranges again: the
+/// whole layer, the bytes already had skipped. Everything
+/// else runs out of attempts or budget (or, for a refused renewed token,
+/// fails at once) and fails cleanly: an upload cut on every request
+/// included (the small blobs' chunks never get through), and an upload
+/// whose answer never comes within the read timeout after its body.
 fn persistent_outcome(step: Step, kind: Kind) -> Outcome {
     let pulling = matches!(step, Step::InRootfs | Step::InOci | Step::InOciLayout);
-    let pushing = matches!(step, Step::OutLayout | Step::OutDockerSave);
     match kind {
-        Kind::ResetMidBody | Kind::Stall | Kind::Truncated if pulling => Outcome::Ok,
-        Kind::Stall if pushing => Outcome::Ok,
+        Kind::ResetMidBody
+        | Kind::Stall
+        | Kind::Truncated
+        | Kind::RangeFromZero
+        | Kind::RangeLater
+            if pulling =>
+        {
+            Outcome::Ok
+        }
         _ => Outcome::CleanFailure,
     }
 }
 
-/// The request a fault hits for a step, and the fault itself (None: the
-/// fault does not apply to this step).
-fn fault_for(step: Step, kind: Kind, blob: &str) -> Option<(Option<&'static str>, String, Fault)> {
+/// Where a fault is injected.
+enum Injection {
+    /// At the proxy, on requests matching method and path, after the
+    /// `prelude` fault (once) if any.
+    Proxy {
+        method: Option<&'static str>,
+        path: String,
+        fault: Fault,
+        prelude: Option<Fault>,
+    },
+    /// At the token service, on every token request.
+    TokenService(TokenFault),
+}
+
+/// The fault a step gets (None: the fault does not apply to this step).
+fn fault_for(step: Step, kind: Kind, blob: &str) -> Option<Injection> {
     let stall = Duration::from_secs(3);
+    let pulling = matches!(step, Step::InRootfs | Step::InOci | Step::InOciLayout);
     let pushing = matches!(step, Step::OutLayout | Step::OutDockerSave);
     let (method, path): (Option<&'static str>, String) = match step {
         Step::CheckTag => (Some("GET"), "/manifests/".into()),
@@ -126,11 +166,8 @@ fn fault_for(step: Step, kind: Kind, blob: &str) -> Option<(Option<&'static str>
     };
     // Where a body is cut: inside the manifest or tag page of a check, a
     // megabyte into the layer of an `in`.
-    let at = if matches!(step, Step::CheckTag | Step::CheckSemver) {
-        20
-    } else {
-        1 << 20
-    };
+    let at = if pulling { 1 << 20 } else { 20 };
+    let mut prelude = None;
     let fault = match (kind, pushing) {
         (Kind::ResetMidBody, false) => Fault::DropAfter(at),
         (Kind::ResetMidBody, true) => Fault::CutUpload(1 << 20),
@@ -140,9 +177,78 @@ fn fault_for(step: Step, kind: Kind, blob: &str) -> Option<(Option<&'static str>
         (Kind::Status(code), _) => Fault::Status(code, None),
         (Kind::Truncated, false) => Fault::Truncate(at),
         (Kind::Truncated, true) => return None,
+        // A layer cut a megabyte in, then the resume answered with another
+        // part of it than asked for (Content-Range and bytes agreeing).
+        (Kind::RangeFromZero | Kind::RangeLater, _) if pulling => {
+            prelude = Some(Fault::DropAfter(at));
+            Fault::RangeFrom(if kind == Kind::RangeFromZero {
+                RangeStart::Zero
+            } else {
+                RangeStart::Later(1000)
+            })
+        }
+        (Kind::RangeFromZero | Kind::RangeLater, _) => return None,
+        (Kind::TokenUnavailable, _) => {
+            return Some(Injection::TokenService(TokenFault::Status(503)));
+        }
+        (Kind::Unauthorized, _) => Fault::Unauthorized,
         (Kind::SlowConsumer, _) => return None,
     };
-    Some((method, path, fault))
+    Some(Injection::Proxy {
+        method,
+        path,
+        fault,
+        prelude,
+    })
+}
+
+impl Injection {
+    /// Applies the fault `times` times (its prelude once).
+    fn apply(&self, registry: &TestRegistry, proxy: &FaultProxy, times: usize) {
+        match self {
+            Injection::Proxy {
+                method,
+                path,
+                fault,
+                prelude,
+            } => {
+                if let Some(prelude) = prelude {
+                    proxy.inject(*method, path, prelude.clone(), 1);
+                }
+                proxy.inject(*method, path, fault.clone(), times);
+            }
+            Injection::TokenService(fault) => {
+                let service = token_service(registry);
+                service.clear_faults();
+                service.inject(*fault, times);
+            }
+        }
+    }
+
+    /// Faults injected and not yet hit.
+    fn pending(&self, registry: &TestRegistry, proxy: &FaultProxy) -> usize {
+        match self {
+            Injection::Proxy { .. } => proxy.pending_faults(),
+            Injection::TokenService(_) => token_service(registry).pending_faults(),
+        }
+    }
+}
+
+fn token_service(registry: &TestRegistry) -> &support::token_server::TokenServer {
+    registry
+        .token_server
+        .as_ref()
+        .expect("a token-auth registry")
+}
+
+/// `source` for a repository behind the proxy, with the credentials.
+fn source(proxy: &FaultProxy, repo: &str, tag: Option<&str>) -> serde_json::Value {
+    let mut source =
+        json!({"repository": proxy.repo(repo), "username": USER, "password": PASSWORD});
+    if let Some(tag) = tag {
+        source["tag"] = tag.into();
+    }
+    source
 }
 
 struct Fixture {
@@ -157,7 +263,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let registry = TestRegistry::plain();
+        let registry = TestRegistry::token(USER, PASSWORD);
         let big = image::random_bytes(3 << 20, 42);
         let big_layer = tar(&[Entry::file("big", &big)]);
         let image = TestImage::new(
@@ -176,7 +282,8 @@ impl Fixture {
                 "out",
                 &[src.to_str().unwrap()],
                 &ENV,
-                &json!({"source": {"repository": registry.repo("matrix/reference"), "tag": "latest"},
+                &json!({"source": {"repository": registry.repo("matrix/reference"), "tag": "latest",
+                                   "username": USER, "password": PASSWORD},
                         "params": {"image": image}}),
             );
             out.json()["version"]["digest"].as_str().unwrap().to_owned()
@@ -216,19 +323,19 @@ fn run(
             "check",
             &[],
             envs,
-            &json!({"source": {"repository": proxy.repo("matrix/app"), "tag": "1.0.0"}}),
+            &json!({"source": source(proxy, "matrix/app", Some("1.0.0"))}),
         ),
         Step::CheckSemver => run_step_env(
             "check",
             &[],
             envs,
-            &json!({"source": {"repository": proxy.repo("matrix/app")}}),
+            &json!({"source": source(proxy, "matrix/app", None)}),
         ),
         Step::InRootfs | Step::InOci | Step::InOciLayout => run_step_env(
             "in",
             &[dest_arg],
             envs,
-            &json!({"source": {"repository": proxy.repo("matrix/app")},
+            &json!({"source": source(proxy, "matrix/app", None),
                     "version": {"tag": "1.0.0", "digest": digest},
                     "params": {"format": format}}),
         ),
@@ -242,7 +349,7 @@ fn run(
                 "out",
                 &[src.to_str().unwrap()],
                 envs,
-                &json!({"source": {"repository": proxy.repo(repo), "tag": "latest"},
+                &json!({"source": source(proxy, repo, Some("latest")),
                         "params": {"image": image}}),
             )
         }
@@ -299,12 +406,21 @@ fn fault_matrix() {
     )];
     table.push(format!("|---|{}", "---|".repeat(STEPS.len())));
     // One thread per fault (the cells mostly wait on timeouts and
-    // Retry-After), each with its own proxies, all on one registry.
+    // Retry-After), each with its own proxies, all but one on one registry.
     let rows: Vec<(String, Vec<String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = KINDS
             .map(|kind| {
-                let (f, blob) = (&f, &blob);
+                let (shared, blob) = (&f, &blob);
                 scope.spawn(move || {
+                    // Token service faults would reach every row's cells:
+                    // that row gets a registry of its own.
+                    let own;
+                    let f = if kind == Kind::TokenUnavailable {
+                        own = Fixture::new();
+                        &own
+                    } else {
+                        shared
+                    };
                     let mut row = vec![kind.name()];
                     let mut failed = Vec::new();
                     for step in STEPS {
@@ -352,7 +468,10 @@ fn run_cell(f: &Fixture, blob: &str, step: Step, kind: Kind) -> String {
     let cell_repo = |n: &str| {
         format!(
             "matrix/out-{step:?}-{}-{n}",
-            kind.name().replace([' ', '>', '+', '-'], "")
+            kind.name()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
         )
         .to_lowercase()
     };
@@ -370,28 +489,33 @@ fn run_cell(f: &Fixture, blob: &str, step: Step, kind: Kind) -> String {
         assert_right(f, step, "", &out, dest.path());
         return "ok / ok".into();
     }
-    let Some((method, path, fault)) = fault_for(step, kind, blob) else {
+    let Some(injection) = fault_for(step, kind, blob) else {
         return Outcome::NotApplicable.cell().into();
     };
+    let proxy_for = || {
+        let proxy = FaultProxy::start(&f.registry);
+        if step == Step::CheckTag {
+            proxy.strip_head_digest();
+        }
+        proxy
+    };
     // Once: retried or resumed, and right.
-    let proxy = FaultProxy::start(&f.registry);
-    if step == Step::CheckTag {
-        proxy.strip_head_digest();
-    }
-    proxy.inject(method, &path, fault.clone(), 1);
+    let proxy = proxy_for();
+    injection.apply(&f.registry, &proxy, 1);
     let dest = tempfile::tempdir().unwrap();
     let repo = cell_repo("once");
     let out = run(f, &proxy, step, &repo, &ENV, dest.path());
     assert!(out.success, "once: {}", out.stderr);
     assert_right(f, step, &repo, &out, dest.path());
-    assert_eq!(proxy.pending_faults(), 0, "the fault was hit");
+    assert_eq!(
+        injection.pending(&f.registry, &proxy),
+        0,
+        "the fault was hit"
+    );
 
     // Persistent.
-    let proxy = FaultProxy::start(&f.registry);
-    if step == Step::CheckTag {
-        proxy.strip_head_digest();
-    }
-    proxy.inject(method, &path, fault, 1000);
+    let proxy = proxy_for();
+    injection.apply(&f.registry, &proxy, 1000);
     let dest = tempfile::tempdir().unwrap();
     let repo = cell_repo("always");
     let out = run(f, &proxy, step, &repo, &ENV, dest.path());

@@ -13,6 +13,10 @@ pub struct BlobReader {
     rx: Receiver<BlobChunk>,
     current: Bytes,
     verified: bool,
+    /// The download's failure, kept: whoever reads next (a decompressor
+    /// that turned the first report into its own error, then `finish`)
+    /// hears the cause again, not "ended without being verified".
+    failed: Option<String>,
     bar: Option<indicatif::ProgressBar>,
 }
 
@@ -23,6 +27,7 @@ impl BlobReader {
             rx,
             current: Bytes::new(),
             verified: false,
+            failed: None,
             bar,
         }
     }
@@ -56,10 +61,13 @@ impl Read for BlobReader {
             if self.verified {
                 return Ok(0);
             }
+            if let Some(message) = &self.failed {
+                return Err(io::Error::other(message.clone()));
+            }
             match self.rx.blocking_recv() {
                 Some(BlobChunk::Data(b)) => self.current = b,
                 Some(BlobChunk::Verified) => self.verified = true,
-                Some(BlobChunk::Failed(message)) => return Err(io::Error::other(message)),
+                Some(BlobChunk::Failed(message)) => self.failed = Some(message),
                 None => {
                     return Err(io::Error::other(
                         "the download ended without being verified",
@@ -67,5 +75,30 @@ impl Read for BlobReader {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_told_to_every_later_read() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.try_send(BlobChunk::Data(Bytes::from_static(b"ab")))
+            .unwrap();
+        tx.try_send(BlobChunk::Failed("GET blob: 503".into()))
+            .unwrap();
+        drop(tx);
+        let mut reader = BlobReader::new(rx, None);
+        let mut buf = [0u8; 8];
+        assert_eq!(reader.read(&mut buf).unwrap(), 2);
+        // A decompressor may swallow the first report; `finish` must still
+        // hear the cause, not "ended without being verified".
+        assert_eq!(
+            reader.read(&mut buf).unwrap_err().to_string(),
+            "GET blob: 503"
+        );
+        assert_eq!(reader.finish().unwrap_err().to_string(), "GET blob: 503");
     }
 }

@@ -1,13 +1,14 @@
 //! Blob reads. Small blobs (image configs) are read whole and verified
 //! against their digest.
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::client::RegistryClient;
 use super::error::StatusError;
 use super::http::read_limited;
+use super::retry::Transient;
 use crate::image::Digest;
 use crate::image::digest::{Algorithm, Hasher};
 use crate::reference::Repository;
@@ -93,68 +94,97 @@ impl RegistryClient {
         let mut hasher = Hasher::new(digest.algorithm());
         let url = self.blob_url(repo, digest).await?;
         let mut received: u64 = 0;
+        // Cleared when the registry answers a Range with other bytes than
+        // asked for: later resumes fetch the whole blob and skip.
+        let mut ranges_trusted = true;
         let policy = self.retry();
         let mut attempts = super::retry::Attempts::new(policy);
         loop {
             let from = received;
+            let ask_range = from > 0 && ranges_trusted;
             let response = self
                 .send(Method::GET, url.clone(), repo.path(), move |r| {
-                    if from > 0 {
+                    if ask_range {
                         r.header(reqwest::header::RANGE, format!("bytes={from}-"))
                     } else {
                         r
                     }
                 })
-                .await
-                .with_context(|| format!("GET blob {digest}"))?;
+                .await?;
             // Bytes of this answer already passed on (a registry that
             // ignored Range sends the blob from the start).
-            let mut skip = match response.status() {
-                StatusCode::OK => received,
-                StatusCode::PARTIAL_CONTENT if from > 0 => 0,
+            let content_range = response
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let skip = match response.status() {
+                StatusCode::OK => Ok(received),
+                StatusCode::PARTIAL_CONTENT if ask_range => {
+                    match partial_start(content_range.as_deref(), size) {
+                        Some(start) if start <= from => Ok(from - start),
+                        _ => {
+                            ranges_trusted = false;
+                            Err(anyhow!(
+                                "the registry answered a request for bytes {from}- with \
+                                 Content-Range {:?}",
+                                content_range.unwrap_or_default()
+                            ))
+                        }
+                    }
+                }
                 _ => {
                     return Err(anyhow!(
                         StatusError::from_response(Method::GET, response).await
                     ));
                 }
             };
-            let mut response = response;
-            let interrupted = loop {
-                match super::http::next_chunk(&mut response).await {
-                    Ok(Some(mut chunk)) => {
-                        if skip > 0 {
-                            let n = skip.min(chunk.len() as u64) as usize;
-                            let _ = chunk.split_to(n);
-                            skip -= n as u64;
+            let (interrupted, resumable) = match skip {
+                Ok(mut skip) => {
+                    let mut response = response;
+                    let broke = loop {
+                        match super::http::next_chunk(&mut response).await {
+                            Ok(Some(mut chunk)) => {
+                                if skip > 0 {
+                                    let n = skip.min(chunk.len() as u64) as usize;
+                                    let _ = chunk.split_to(n);
+                                    skip -= n as u64;
+                                }
+                                if chunk.is_empty() {
+                                    continue;
+                                }
+                                received += chunk.len() as u64;
+                                if received > size {
+                                    bail!(
+                                        "blob {digest} is larger than its descriptor's {size} bytes"
+                                    );
+                                }
+                                hasher.update(&chunk);
+                                if sink.send(BlobChunk::Data(chunk)).await.is_err() {
+                                    bail!("blob {digest}: the consumer stopped reading");
+                                }
+                            }
+                            Ok(None) => break None,
+                            Err(e) => break Some(e),
                         }
-                        if chunk.is_empty() {
-                            continue;
-                        }
-                        received += chunk.len() as u64;
-                        if received > size {
-                            bail!("blob {digest} is larger than its descriptor's {size} bytes");
-                        }
-                        hasher.update(&chunk);
-                        if sink.send(BlobChunk::Data(chunk)).await.is_err() {
-                            bail!("blob {digest}: the consumer stopped reading");
-                        }
-                    }
-                    Ok(None) => break None,
-                    Err(e) => break Some(e),
+                    };
+                    // A body cut short and a transient error are resumed;
+                    // anything else is final.
+                    let resumable = match &broke {
+                        None => Some(Transient { retry_after: None }),
+                        Some(e) => super::retry::classify(e),
+                    };
+                    (broke, resumable)
                 }
+                // Other bytes than asked for: asked again, for all of it.
+                Err(wrong_range) => (Some(wrong_range), Some(Transient { retry_after: None })),
             };
             if received == size && interrupted.is_none() {
                 break;
             }
-            // A body cut short and a transient error are resumed; anything
-            // else is final. Bytes received renew the attempts and budget:
-            // a blob that took long (or waited on our own consumer) before
-            // it broke resumes like any other.
-            let resumable = interrupted
-                .as_ref()
-                .map_or(Some(super::retry::Transient { retry_after: None }), |e| {
-                    super::retry::classify(e)
-                });
+            // Bytes received renew the attempts and budget: a blob that took
+            // long (or waited on our own consumer) before it broke resumes
+            // like any other.
             let error = interrupted.unwrap_or_else(|| {
                 anyhow!("the connection closed after {received} of {size} bytes")
             });
@@ -179,5 +209,41 @@ impl RegistryClient {
             bail!("blob {digest} does not match its digest (got {actual})");
         }
         Ok(())
+    }
+}
+
+/// Where a 206 answer's bytes start, from `Content-Range: bytes
+/// <first>-<last>/<total>`; `None` when the header is missing, malformed, or
+/// describes another size of blob (the answer is then not used).
+fn partial_start(content_range: Option<&str>, size: u64) -> Option<u64> {
+    let value = content_range?;
+    let (range, total) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    let total_fits = total.trim() == "*" || total.trim().parse::<u64>().ok() == Some(size);
+    (first <= last && last < size && total_fits).then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partial_start;
+
+    #[test]
+    fn content_range_must_describe_this_blob() {
+        assert_eq!(partial_start(Some("bytes 100-999/1000"), 1000), Some(100));
+        assert_eq!(partial_start(Some("bytes 100-999/*"), 1000), Some(100));
+        assert_eq!(partial_start(Some(" bytes 0-0/1000 "), 1000), Some(0));
+        for wrong in [
+            "bytes 100-999/2000",
+            "bytes 100-1000/1000",
+            "bytes 999-100/1000",
+            "bytes=100-999/1000",
+            "bytes 100-/1000",
+            "items 100-999/1000",
+            "bytes -5-999/1000",
+        ] {
+            assert_eq!(partial_start(Some(wrong), 1000), None, "{wrong}");
+        }
+        assert_eq!(partial_start(None, 1000), None);
     }
 }

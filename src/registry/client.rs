@@ -155,18 +155,11 @@ impl RegistryClient {
                 request = self.authorize(request, session, &scope).await?;
             }
             let started = Instant::now();
-            // A request without a body waits for its answer within the
-            // read timeout; an upload's answer comes after its body, which
-            // may take long to send. Neither error carries the URL.
-            let response = if matches!(method, Method::GET | Method::HEAD | Method::DELETE) {
-                super::http::send_and_wait(request).await
-            } else {
-                request
-                    .send()
-                    .await
-                    .map_err(|e| anyhow::Error::from(e.without_url()))
-            }
-            .with_context(|| format!("{method} {} failed", url.path()))?;
+            // The answer is waited for within the read timeout once the
+            // body (if any) was sent; the error carries no URL.
+            let response = super::http::send_and_wait(request)
+                .await
+                .with_context(|| format!("{method} {} failed", url.path()))?;
             tracing::debug!(
                 "{method} {} -> {} ({} ms)",
                 url.path(),

@@ -1,10 +1,14 @@
 //! The one HTTP client every registry request goes through, with the trust
 //! roots a source configures.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reqwest::Certificate;
+use tokio::sync::Notify;
 
 const USER_AGENT: &str = concat!("registry-image/", env!("CARGO_PKG_VERSION"));
 
@@ -57,13 +61,80 @@ pub async fn read_or_stall<T>(read: impl Future<Output = T>) -> std::io::Result<
     })
 }
 
-/// Sends a request without a body and waits for its answer within the read
-/// timeout. The error leaves the URL out: its query may hold upload state
-/// or a storage backend's signature.
+/// Sends a request and waits for its answer within the read timeout,
+/// counted from when the last byte of its body was handed to the connection
+/// (at once for a request without a body): an upload may take long to send,
+/// but a registry that then stays silent is a stalled server, not a slow
+/// link. The error leaves the URL out: its query may hold upload state or a
+/// storage backend's signature.
 pub async fn send_and_wait(request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-    Ok(read_or_stall(request.send())
-        .await?
-        .map_err(reqwest::Error::without_url)?)
+    let (client, request) = request.build_split();
+    let mut request = request.map_err(reqwest::Error::without_url)?;
+    let sent = Arc::new(Notify::new());
+    match request.body_mut().take() {
+        Some(body) => {
+            *request.body_mut() = Some(reqwest::Body::wrap(WatchedBody::new(body, sent.clone())))
+        }
+        None => sent.notify_one(),
+    }
+    let answer = client.execute(request);
+    tokio::pin!(answer);
+    let answer = tokio::select! {
+        biased;
+        answer = &mut answer => answer,
+        () = sent.notified() => read_or_stall(&mut answer).await?,
+    };
+    Ok(answer.map_err(reqwest::Error::without_url)?)
+}
+
+/// A request body that says when its last byte was handed to the
+/// connection: from then on, the registry's silence is what the read
+/// timeout measures. reqwest has no such hook, hence this wrapper.
+struct WatchedBody {
+    inner: reqwest::Body,
+    sent: Arc<Notify>,
+}
+
+impl WatchedBody {
+    fn new(inner: reqwest::Body, sent: Arc<Notify>) -> Self {
+        if http_body::Body::is_end_stream(&inner) {
+            sent.notify_one();
+        }
+        WatchedBody { inner, sent }
+    }
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = reqwest::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, reqwest::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.sent.notify_one();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let ended = self.inner.is_end_stream();
+        if ended {
+            self.sent.notify_one();
+        }
+        ended
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The next chunk of a body, within the read timeout.

@@ -184,7 +184,12 @@ impl RegistryClient {
                     restarts += 1;
                     tracing::warn!("blob upload to {repo}: {e:#}; starting it again");
                 }
-                Err(Failure::Restart(e) | Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Restart(e)) => {
+                    return Err(e.context(format!(
+                        "blob upload to {repo} started over {MAX_RESTARTS} times"
+                    )));
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
             }
         }
     }
@@ -410,7 +415,10 @@ impl RegistryClient {
             let committed = self
                 .upload_status(repo, location, start)
                 .await
-                .map_err(Failure::Restart)?;
+                .map_err(|lost| {
+                    // The session is gone: say what broke it, too.
+                    Failure::Restart(lost.context(super::client::one_line(&error)))
+                })?;
             if committed == end {
                 return Ok(());
             }

@@ -239,6 +239,18 @@ pub fn serve(app: axum::Router) -> (u16, tokio::sync::oneshot::Sender<()>) {
     (port, tx)
 }
 
+/// A body of `bytes` copies of `fill`, streamed in 1 MiB chunks without a
+/// length: a hostile server's flood, never held whole.
+pub fn flood_body(bytes: u64, fill: u8) -> axum::body::Body {
+    const CHUNK: u64 = 1 << 20;
+    let chunk = bytes::Bytes::from(vec![fill; CHUNK as usize]);
+    let stream = futures_util::stream::iter((0..bytes.div_ceil(CHUNK)).map(move |i| {
+        let left = bytes - i * CHUNK;
+        Ok::<_, std::io::Error>(chunk.slice(..left.min(CHUNK) as usize))
+    }));
+    axum::body::Body::from_stream(stream)
+}
+
 /// A free loopback port (the listener is closed before returning; the small
 /// race with other processes is acceptable on a test machine).
 pub fn free_port() -> u16 {

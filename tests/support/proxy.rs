@@ -3,6 +3,7 @@
 //! and connections dropped mid-body, strips headers, and counts requests.
 
 use futures_util::StreamExt as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -43,6 +44,34 @@ pub enum Fault {
     /// Forward, send the first `bytes` of the body, then fall silent for
     /// the duration (connection open), then drop: a stalled server.
     StallAfter(usize, std::time::Duration),
+    /// Only for requests with a `Range`: forward asking for bytes from this
+    /// offset instead of the one asked for, so the 206 answer (its
+    /// `Content-Range` and bytes agreeing) is another part than asked for.
+    /// `RangeFrom(0)` is a registry that answers every Range from the start.
+    RangeFrom(RangeStart),
+    /// Forward without the `Authorization` header: the registry's own 401
+    /// and challenge, as a token that expired mid-run gets.
+    Unauthorized,
+}
+
+/// Where a [`Fault::RangeFrom`] answer starts.
+#[derive(Clone, Copy, Debug)]
+pub enum RangeStart {
+    /// Byte 0.
+    Zero,
+    /// This many bytes after the offset asked for.
+    Later(u64),
+}
+
+impl Fault {
+    /// Whether this fault takes a request with these headers (the others
+    /// pass it by, still counted for no rule).
+    fn takes(&self, headers: &axum::http::HeaderMap) -> bool {
+        match self {
+            Fault::RangeFrom(_) => headers.contains_key("range"),
+            _ => true,
+        }
+    }
 }
 
 struct Rule {
@@ -66,6 +95,9 @@ struct ProxyState {
     upstream: String,
     http: reqwest::Client,
     settings: Mutex<Settings>,
+    /// Response body bytes sent to clients, request body bytes received.
+    bytes_down: AtomicU64,
+    bytes_up: AtomicU64,
 }
 
 pub struct FaultProxy {
@@ -85,6 +117,8 @@ impl FaultProxy {
             upstream: format!("http://{}", upstream.host()),
             http: reqwest::Client::new(),
             settings: Mutex::new(Settings::default()),
+            bytes_down: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -160,6 +194,15 @@ impl FaultProxy {
             .count()
     }
 
+    /// Body bytes the proxy sent to clients (answers) and received from
+    /// them (uploads), faults included.
+    pub fn bytes_moved(&self) -> (u64, u64) {
+        (
+            self.state.bytes_down.load(Ordering::Relaxed),
+            self.state.bytes_up.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn clear_log(&self) {
         self.state.settings.lock().unwrap().log.clear();
     }
@@ -174,6 +217,20 @@ impl Drop for FaultProxy {
 }
 
 async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let response = respond(state.clone(), request).await;
+    // Count what the client is sent.
+    let (parts, body) = response.into_parts();
+    let counted = body.into_data_stream().inspect(move |chunk| {
+        if let Ok(chunk) = chunk {
+            state
+                .bytes_down
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(counted))
+}
+
+async fn respond(state: Arc<ProxyState>, request: Request) -> Response {
     let method = request.method().to_string();
     let path_and_query = request
         .uri()
@@ -190,6 +247,7 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
                 r.remaining > 0
                     && r.method.as_deref().is_none_or(|m| m == method)
                     && path_and_query.contains(&r.path_contains)
+                    && r.fault.takes(request.headers())
             })
             .map(|r| {
                 r.remaining -= 1;
@@ -215,16 +273,10 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
         return response;
     }
     if let Some(Fault::Flood(code, bytes)) = fault {
-        let chunk = bytes::Bytes::from(vec![b'a'; 1 << 20]);
-        let chunks = bytes.div_ceil(1 << 20);
-        let stream = futures_util::stream::iter((0..chunks).map(move |i| {
-            let left = bytes - i * (1 << 20);
-            Ok::<_, std::io::Error>(chunk.slice(..(left.min(1 << 20) as usize)))
-        }));
         return Response::builder()
             .status(code)
             .header("content-type", "application/json")
-            .body(Body::from_stream(stream))
+            .body(super::flood_body(bytes, b'a'))
             .unwrap();
     }
     if let Some(Fault::Delay(pause)) = fault {
@@ -248,6 +300,13 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
         return paginated(&state, request, &path, n, fault).await;
     }
     let strip_location = matches!(fault, Some(Fault::StripLocation));
+    let mut request = request;
+    if matches!(fault, Some(Fault::Unauthorized)) {
+        request.headers_mut().remove("authorization");
+    }
+    if let Some(Fault::RangeFrom(start)) = fault {
+        move_range(&mut request, start);
+    }
     let response = forward(&state, request).await;
     let mut response = cut(response, fault).await;
     if strip_location {
@@ -279,6 +338,9 @@ fn upstream_request(
 async fn cut_upload(state: &ProxyState, request: Request, keep: usize) {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    state
+        .bytes_up
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     if keep == 0 {
         return;
     }
@@ -323,6 +385,9 @@ async fn forward(state: &ProxyState, request: Request) -> Response {
         }
     }
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    state
+        .bytes_up
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
     let answer = upstream.body(body).send().await.expect("upstream registry");
     let mut response = Response::builder().status(answer.status().as_u16());
     let own = format!(
@@ -353,37 +418,61 @@ async fn forward(state: &ProxyState, request: Request) -> Response {
         .unwrap()
 }
 
-/// Applies a `DropAfter` fault: the body stops after that many bytes and the
-/// connection closes (the declared length is kept, so the client sees a
-/// truncated message).
+/// Rewrites a request's `Range: bytes=<from>-` to start elsewhere.
+fn move_range(request: &mut Request, start: RangeStart) {
+    let from: Option<u64> = request
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.parse().ok());
+    let moved = match (start, from) {
+        (RangeStart::Zero, _) => 0,
+        (RangeStart::Later(n), Some(from)) => from + n,
+        (RangeStart::Later(_), None) => return,
+    };
+    request.headers_mut().insert(
+        "range",
+        HeaderValue::from_str(&format!("bytes={moved}-")).unwrap(),
+    );
+}
+
+/// Applies a `DropAfter`, `StallAfter` or `Truncate` fault, streaming (a
+/// blob of gigabytes is never held): the body stops after that many bytes,
+/// then ends cleanly (truncated) or, after the stall if any, with a reset.
+/// The declared length is kept, so the client sees a short message.
 async fn cut(response: Response, fault: Option<Fault>) -> Response {
-    let (limit, stall) = match fault {
-        Some(Fault::DropAfter(limit)) => (limit, None),
-        Some(Fault::StallAfter(limit, stall)) => (limit, Some(stall)),
-        Some(Fault::Truncate(limit)) => {
-            let (parts, body) = response.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-            let kept = bytes.slice(..limit.min(bytes.len()));
-            let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(kept)]);
-            return Response::from_parts(parts, Body::from_stream(stream));
-        }
+    let (limit, stall, reset) = match fault {
+        Some(Fault::DropAfter(limit)) => (limit, None, true),
+        Some(Fault::StallAfter(limit, stall)) => (limit, Some(stall), true),
+        Some(Fault::Truncate(limit)) => (limit, None, false),
         _ => return response,
     };
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    let kept = bytes.slice(..limit.min(bytes.len()));
-    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(kept)]).chain(
-        futures_util::stream::once(async move {
-            if let Some(stall) = stall {
-                tokio::time::sleep(stall).await;
+    let head = futures_util::stream::unfold(
+        (body.into_data_stream(), limit),
+        |(mut inner, left)| async move {
+            if left == 0 {
+                return None;
             }
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "injected drop",
-            ))
-        }),
+            let mut chunk = inner.next().await?.ok()?;
+            chunk.truncate(left);
+            let left = left - chunk.len();
+            Some((Ok::<_, std::io::Error>(chunk), (inner, left)))
+        },
     );
-    Response::from_parts(parts, Body::from_stream(stream))
+    let tail = futures_util::stream::once(async move {
+        if let Some(stall) = stall {
+            tokio::time::sleep(stall).await;
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected drop",
+        ))
+    })
+    .filter(move |_| std::future::ready(reset));
+    Response::from_parts(parts, Body::from_stream(head.chain(tail)))
 }
 
 async fn paginated(

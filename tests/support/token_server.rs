@@ -3,6 +3,7 @@
 //! that the registry trusts through `rootcertbundle`.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -91,6 +92,16 @@ struct ServerState {
     username: String,
     password: String,
     requests: Arc<AtomicUsize>,
+    faults: Arc<Mutex<Vec<TokenFault>>>,
+}
+
+/// What the token service does instead of issuing a token.
+#[derive(Clone, Copy, Debug)]
+pub enum TokenFault {
+    /// Answer with this status (a busy or failing service).
+    Status(u16),
+    /// Answer 200 with a JSON-looking body of this many bytes.
+    Flood(u64),
 }
 
 /// A running token service on a loopback port.
@@ -98,6 +109,7 @@ pub struct TokenServer {
     pub port: u16,
     pub signer: Arc<Signer>,
     requests: Arc<AtomicUsize>,
+    faults: Arc<Mutex<Vec<TokenFault>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -105,11 +117,13 @@ impl TokenServer {
     pub fn start(username: &str, password: &str) -> Self {
         let signer = Arc::new(Signer::new());
         let requests = Arc::new(AtomicUsize::new(0));
+        let faults = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(ServerState {
             signer: signer.clone(),
             username: username.to_owned(),
             password: password.to_owned(),
             requests: requests.clone(),
+            faults: faults.clone(),
         });
         let app = axum::Router::new()
             .route("/token", axum::routing::get(issue))
@@ -119,12 +133,28 @@ impl TokenServer {
             port,
             signer,
             requests,
+            faults,
             shutdown: Some(tx),
         }
     }
 
     pub fn realm(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// Answer the next `times` token requests with `fault`.
+    pub fn inject(&self, fault: TokenFault, times: usize) {
+        let mut faults = self.faults.lock().unwrap();
+        faults.extend(std::iter::repeat_n(fault, times));
+    }
+
+    pub fn clear_faults(&self) {
+        self.faults.lock().unwrap().clear();
+    }
+
+    /// Faults not yet used up.
+    pub fn pending_faults(&self) -> usize {
+        self.faults.lock().unwrap().len()
     }
 
     /// How many token requests arrived.
@@ -147,6 +177,27 @@ async fn issue(
     RawQuery(query): RawQuery,
 ) -> axum::response::Response {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    let fault = {
+        let mut faults = state.faults.lock().unwrap();
+        (!faults.is_empty()).then(|| faults.remove(0))
+    };
+    match fault {
+        Some(TokenFault::Status(code)) => {
+            return (
+                StatusCode::from_u16(code).unwrap(),
+                [("content-type", "application/json")],
+                format!(r#"{{"errors":[{{"code":"INJECTED","message":"injected {code}"}}]}}"#),
+            )
+                .into_response();
+        }
+        Some(TokenFault::Flood(bytes)) => {
+            return axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(super::flood_body(bytes, b' '))
+                .unwrap();
+        }
+        None => {}
+    }
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
