@@ -1,8 +1,9 @@
-//! `scripts/bench [check|get|put]`: benchmarks against a local registry,
+//! `scripts/bench [check|get|put|soak]`: benchmarks against a local registry,
 //! printing ratios against the comparison measured in the same run, and
 //! peak RSS. Not a test: it asserts only that each run succeeded.
 
 mod measure;
+mod soak;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -33,7 +34,8 @@ fn main() {
             "check" => bench_check(),
             "get" => bench_get(),
             "put" => bench_put(),
-            other => panic!("unknown benchmark {other:?}: use check, get or put"),
+            "soak" => soak::run(),
+            other => panic!("unknown benchmark {other:?}: use check, get, put or soak"),
         }
     }
 }

@@ -77,7 +77,10 @@ kill %1
         .status()
         .expect("unshare (util-linux) and ip (iproute2) are installed");
     let log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
-    assert!(status.success(), "the namespace script failed; registry log: {log}");
+    assert!(
+        status.success(),
+        "the namespace script failed; registry log: {log}"
+    );
     let read = |name: String| std::fs::read_to_string(dir.path().join(name)).unwrap();
     (0..requests.len())
         .map(|i| Outcome {
@@ -90,7 +93,10 @@ kill %1
 
 #[test]
 fn credentials_are_refused_over_plain_http_off_this_host_unless_insecure() {
-    assert!(Path::new("/usr/bin/docker-registry").exists(), "run scripts/setup");
+    assert!(
+        Path::new("/usr/bin/docker-registry").exists(),
+        "run scripts/setup"
+    );
     let source = |insecure: Option<bool>, password: &str| {
         let mut source = json!({"repository": format!("{ADDRESS}:5000/team/app"), "tag": "1.0",
                                 "username": USER, "password": password});
@@ -117,7 +123,10 @@ fn credentials_are_refused_over_plain_http_off_this_host_unless_insecure() {
                 && line.contains("insecure: true"),
             "run {i}: {line}"
         );
-        assert!(!refused.stderr.contains(PASSWORD), "run {i} printed the password");
+        assert!(
+            !refused.stderr.contains(PASSWORD),
+            "run {i} printed the password"
+        );
     }
     // With insecure: the registry gets the credentials and checks them (an
     // empty repository: no versions).
