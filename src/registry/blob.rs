@@ -91,16 +91,21 @@ impl RegistryClient {
         if digest.algorithm() != Algorithm::Sha256 {
             bail!("blob {digest}: only sha256 layer digests are supported");
         }
-        let mut hasher = Hasher::new(digest.algorithm());
         let url = self.blob_url(repo, digest).await?;
-        let mut received: u64 = 0;
+        let mut blob = Passing {
+            digest,
+            size,
+            received: 0,
+            hasher: Hasher::new(digest.algorithm()),
+            sink,
+        };
         // Cleared when the registry answers a Range with other bytes than
         // asked for: later resumes fetch the whole blob and skip.
         let mut ranges_trusted = true;
         let policy = self.retry();
         let mut attempts = super::retry::Attempts::new(policy);
         loop {
-            let from = received;
+            let from = blob.received;
             let ask_range = from > 0 && ranges_trusted;
             let response = self
                 .send(Method::GET, url.clone(), repo.path(), move |r| {
@@ -111,26 +116,19 @@ impl RegistryClient {
                     }
                 })
                 .await?;
-            // Bytes of this answer already passed on (a registry that
-            // ignored Range sends the blob from the start).
             let content_range = response
                 .headers()
                 .get(reqwest::header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            // Bytes of this answer already passed on (a registry that
+            // ignored Range sends the blob from the start).
             let skip = match response.status() {
-                StatusCode::OK => Ok(received),
+                StatusCode::OK => Some(from),
                 StatusCode::PARTIAL_CONTENT if ask_range => {
                     match partial_start(content_range.as_deref(), size) {
-                        Some(start) if start <= from => Ok(from - start),
-                        _ => {
-                            ranges_trusted = false;
-                            Err(anyhow!(
-                                "the registry answered a request for bytes {from}- with \
-                                 Content-Range {:?}",
-                                content_range.unwrap_or_default()
-                            ))
-                        }
+                        Some(start) if start <= from => Some(from - start),
+                        _ => None,
                     }
                 }
                 _ => {
@@ -139,56 +137,39 @@ impl RegistryClient {
                     ));
                 }
             };
-            let (interrupted, resumable) = match skip {
-                Ok(mut skip) => {
-                    let mut response = response;
-                    let broke = loop {
-                        match super::http::next_chunk(&mut response).await {
-                            Ok(Some(mut chunk)) => {
-                                if skip > 0 {
-                                    let n = skip.min(chunk.len() as u64) as usize;
-                                    let _ = chunk.split_to(n);
-                                    skip -= n as u64;
-                                }
-                                if chunk.is_empty() {
-                                    continue;
-                                }
-                                received += chunk.len() as u64;
-                                if received > size {
-                                    bail!(
-                                        "blob {digest} is larger than its descriptor's {size} bytes"
-                                    );
-                                }
-                                hasher.update(&chunk);
-                                if sink.send(BlobChunk::Data(chunk)).await.is_err() {
-                                    bail!("blob {digest}: the consumer stopped reading");
-                                }
-                            }
-                            Ok(None) => break None,
-                            Err(e) => break Some(e),
-                        }
-                    };
-                    // A body cut short and a transient error are resumed;
-                    // anything else is final.
-                    let resumable = match &broke {
-                        None => Some(Transient { retry_after: None }),
-                        Some(e) => super::retry::classify(e),
-                    };
-                    (broke, resumable)
+            // Why this answer stopped short, and whether to go on: a body
+            // cut short and a transient error are resumed, and so is a 206
+            // with other bytes than asked for (asked again, for all of it).
+            let (error, resumable) = match skip {
+                Some(skip) => match blob.pass_on(response, skip).await? {
+                    // Every byte is here (an error after the last one does
+                    // not matter: the digest decides).
+                    _ if blob.received == size => break,
+                    None => (
+                        anyhow!(
+                            "the connection closed after {} of {size} bytes",
+                            blob.received
+                        ),
+                        Some(Transient { retry_after: None }),
+                    ),
+                    Some(e) => {
+                        let transient = super::retry::classify(&e);
+                        (e, transient)
+                    }
+                },
+                None => {
+                    ranges_trusted = false;
+                    let wrong = anyhow!(
+                        "the registry answered a request for bytes {from}- with Content-Range {:?}",
+                        content_range.unwrap_or_default()
+                    );
+                    (wrong, Some(Transient { retry_after: None }))
                 }
-                // Other bytes than asked for: asked again, for all of it.
-                Err(wrong_range) => (Some(wrong_range), Some(Transient { retry_after: None })),
             };
-            if received == size && interrupted.is_none() {
-                break;
-            }
             // Bytes received renew the attempts and budget: a blob that took
             // long (or waited on our own consumer) before it broke resumes
             // like any other.
-            let error = interrupted.unwrap_or_else(|| {
-                anyhow!("the connection closed after {received} of {size} bytes")
-            });
-            if received > from {
+            if blob.received > from {
                 attempts.progressed();
             }
             let attempt = attempts.attempt();
@@ -198,17 +179,63 @@ impl RegistryClient {
                 )));
             };
             tracing::warn!(
-                "blob {digest}: {error:#} after {received} of {size} bytes; resuming in {} ms (attempt {attempt} of {})",
+                "blob {digest}: {error:#} after {} of {size} bytes; resuming in {} ms (attempt {attempt} of {})",
+                blob.received,
                 delay.as_millis(),
                 policy.max_attempts
             );
             tokio::time::sleep(delay).await;
         }
-        let actual = hasher.finish();
+        let actual = blob.hasher.finish();
         if actual != *digest {
             bail!("blob {digest} does not match its digest (got {actual})");
         }
         Ok(())
+    }
+}
+
+/// A blob on its way to the consumer: what was passed on so far, hashed.
+struct Passing<'a> {
+    digest: &'a Digest,
+    size: u64,
+    received: u64,
+    hasher: Hasher,
+    sink: &'a tokio::sync::mpsc::Sender<BlobChunk>,
+}
+
+impl Passing<'_> {
+    /// Passes on one answer's body, its first `skip` bytes dropped (held
+    /// already). `Ok(Some(e))`: the body broke off with `e`; `Err`: final
+    /// (more bytes than the descriptor's, or the consumer is gone).
+    async fn pass_on(
+        &mut self,
+        mut response: reqwest::Response,
+        mut skip: u64,
+    ) -> anyhow::Result<Option<anyhow::Error>> {
+        let (digest, size) = (self.digest, self.size);
+        loop {
+            let mut chunk = match super::http::next_chunk(&mut response).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(None),
+                Err(e) => return Ok(Some(e)),
+            };
+            if skip > 0 {
+                let n = skip.min(chunk.len() as u64) as usize;
+                let _ = chunk.split_to(n);
+                skip -= n as u64;
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            self.received += chunk.len() as u64;
+            if self.received > size {
+                bail!("blob {digest} is larger than its descriptor's {size} bytes");
+            }
+            self.hasher.update(&chunk);
+            if self.sink.send(BlobChunk::Data(chunk)).await.is_err() {
+                bail!("blob {digest}: the consumer stopped reading");
+            }
+        }
     }
 }
 
