@@ -118,17 +118,13 @@ fn multi_arch_tag_reports_the_index_digest() {
 
 /// The digest skopeo computes from the raw manifest it is served.
 fn skopeo_digest(registry: &TestRegistry, reference: &str) -> String {
-    let out = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{}/{reference}", registry.host()))
-        .output()
-        .expect("run skopeo (scripts/setup installs it)");
-    assert!(
-        out.status.success(),
-        "skopeo inspect: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    image::sha256(&out.stdout)
+    let raw = support::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/{reference}", registry.host()),
+    ]);
+    image::sha256(&raw)
 }
 
 #[test]

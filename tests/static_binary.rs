@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::json;
 use support::{TestImage, TestRegistry};
@@ -14,15 +13,7 @@ fn static_binary() -> PathBuf {
     if let Ok(path) = std::env::var("REGISTRY_IMAGE_STATIC_BIN") {
         return PathBuf::from(path);
     }
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-static"))
-        .output()
-        .expect("run scripts/build-static");
-    assert!(
-        out.status.success(),
-        "build-static: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    PathBuf::from(support::project_script("build-static", &[], &[]).trim())
 }
 
 /// Whether an ELF file has no program interpreter (PT_INTERP), i.e. needs no

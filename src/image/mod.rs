@@ -6,6 +6,7 @@ pub mod entry_path;
 pub mod manifest;
 pub mod media_type;
 pub mod platform;
+pub mod tree_layer;
 
 pub use digest::Digest;
 pub use platform::Platform;

@@ -7,7 +7,7 @@
 
 mod blob_source;
 mod docker_save;
-mod gzip;
+pub mod gzip;
 mod input;
 mod layout;
 mod push;

@@ -220,6 +220,26 @@ pub fn skopeo(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// Runs one of the project's `scripts/` with `args` and `envs` and returns
+/// its stdout; panics with its stderr when it fails.
+pub fn project_script(name: &str, args: &[&std::ffi::OsStr], envs: &[(&str, &Path)]) -> String {
+    let out = Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scripts")
+            .join(name),
+    )
+    .args(args)
+    .envs(envs.iter().copied())
+    .output()
+    .unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("scripts print UTF-8")
+}
+
 /// Serves `app` on a free loopback port until the returned sender is used
 /// (or dropped): the harness's small HTTP servers.
 pub fn serve(app: axum::Router) -> (u16, tokio::sync::oneshot::Sender<()>) {
