@@ -10,7 +10,6 @@
 //! The digest of the index is printed on stdout.
 
 use std::fs;
-use std::io::{self, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -18,9 +17,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use registry_image::image::digest::{Algorithm, Hasher};
+use registry_image::image::digest::{Algorithm, Hasher, HashingWriter};
 use registry_image::image::media_type::{OCI_INDEX, OCI_MANIFEST};
-use registry_image::image::tree_layer::write_tree;
+use registry_image::image::tree_layer::{rfc3339, write_tree};
 use registry_image::put::gzip;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -180,11 +179,11 @@ fn build_image(
     args: &Args,
 ) -> anyhow::Result<(String, usize)> {
     let tar_path = root.with_extension("tar");
-    let mut tar = Tee::new(fs::File::create(&tar_path)?);
+    let mut tar = HashingWriter::new(fs::File::create(&tar_path)?, Algorithm::Sha256);
     write_tree(root, Path::new(""), args.epoch as u64, &mut tar)?;
     let (_, diff_id, _) = tar.finish()?;
     let staged = layout.join("blobs/sha256/.layer");
-    let mut layer = Tee::new(fs::File::create(&staged)?);
+    let mut layer = HashingWriter::new(fs::File::create(&staged)?, Algorithm::Sha256);
     gzip::compress(
         &mut fs::File::open(&tar_path)?,
         &mut layer,
@@ -194,9 +193,9 @@ fn build_image(
     let (_, layer_digest, layer_size) = layer.finish()?;
     fs::rename(
         &staged,
-        layout.join("blobs/sha256").join(&layer_digest[7..]),
+        layout.join("blobs/sha256").join(layer_digest.hex()),
     )?;
-    let created = rfc3339(args.epoch)?;
+    let created = rfc3339(args.epoch).context("--epoch")?;
     let mut config = json!({
         "created": created,
         "config": {
@@ -204,7 +203,7 @@ fn build_image(
             "WorkingDir": "/",
             "Labels": labels(args),
         },
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
         "history": [{"created": created, "created_by": "scripts/build-image"}],
     });
     for (key, value) in platform.as_object().into_iter().flatten() {
@@ -214,7 +213,7 @@ fn build_image(
     let manifest = json!({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer_digest, "size": layer_size}],
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer_digest.to_string(), "size": layer_size}],
     });
     put_blob(layout, &to_bytes(&manifest))
 }
@@ -246,52 +245,4 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> anyhow::Result<(String, usize)> {
     let digest = hasher.finish().to_string();
     fs::write(layout.join("blobs/sha256").join(&digest[7..]), bytes)?;
     Ok((digest, bytes.len()))
-}
-
-fn rfc3339(epoch: i64) -> anyhow::Result<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp(epoch).context("--epoch out of range")?;
-    Ok(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    ))
-}
-
-/// A writer that hashes and counts what passes through it.
-struct Tee<W> {
-    inner: W,
-    hasher: Hasher,
-    bytes: usize,
-}
-
-impl<W: Write> Tee<W> {
-    fn new(inner: W) -> Self {
-        Tee {
-            inner,
-            hasher: Hasher::new(Algorithm::Sha256),
-            bytes: 0,
-        }
-    }
-
-    fn finish(mut self) -> io::Result<(W, String, usize)> {
-        self.inner.flush()?;
-        Ok((self.inner, self.hasher.finish().to_string(), self.bytes))
-    }
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }

@@ -201,6 +201,37 @@ pub struct PutParams {
     pub additional_tags: String,
     #[serde(default)]
     pub tag_prefix: String,
+    /// Pack files into a single-layer image instead of pushing `image`.
+    #[serde(default)]
+    pub package: Option<PackageParams>,
+}
+
+/// `params.package`: files packed into a reproducible single-layer image.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageParams {
+    /// A glob (under the put's directory) naming one directory.
+    pub path: String,
+    /// Where the files go in the image (`/` when empty).
+    #[serde(default)]
+    pub prefix: String,
+    /// The image's platform; `linux/amd64` when not given (never this
+    /// machine's: the same files must give the same digest anywhere).
+    #[serde(default)]
+    pub platform: Option<Platform>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// Environment variables, written sorted by name.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub workdir: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// How `check` finds versions.

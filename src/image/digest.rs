@@ -112,6 +112,43 @@ impl std::io::Write for Hasher {
     }
 }
 
+/// A writer that hashes and counts what it passes on: a blob's digest and
+/// size in the same pass that writes it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> HashingWriter<W> {
+    pub fn new(inner: W, algorithm: Algorithm) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(algorithm),
+            bytes: 0,
+        }
+    }
+
+    /// Flushes, and gives back the writer, the digest and the size.
+    pub fn finish(mut self) -> std::io::Result<(W, Digest, u64)> {
+        self.inner.flush()?;
+        Ok((self.inner, self.hasher.finish(), self.bytes))
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl FromStr for Digest {
     type Err = anyhow::Error;
 

@@ -28,6 +28,62 @@ pub struct TreeStats {
     pub file_bytes: u64,
 }
 
+/// One entry of a tree, in the order it is packed.
+struct Item {
+    /// Where it is on this machine.
+    host: PathBuf,
+    /// Its name in the layer.
+    name: PathBuf,
+    meta: fs::Metadata,
+}
+
+/// Visits the tree under `root` in packing order (sorted names, each
+/// directory before its contents), refusing what cannot be packed.
+fn walk(
+    root: &Path,
+    prefix: &Path,
+    mut visit: impl FnMut(&Item) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let meta = fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", root.display());
+    }
+    let mut pending: Vec<(PathBuf, PathBuf)> = sorted_children(root, prefix)?;
+    pending.reverse();
+    while let Some((host, name)) = pending.pop() {
+        let meta =
+            fs::symlink_metadata(&host).with_context(|| format!("reading {}", host.display()))?;
+        let kind = meta.file_type();
+        if !(kind.is_dir() || kind.is_symlink() || kind.is_file()) {
+            bail!(
+                "{} is not a file, directory or symlink (devices, FIFOs and sockets are not packed)",
+                host.display()
+            );
+        }
+        if kind.is_dir() {
+            let mut children = sorted_children(&host, &name)?;
+            children.reverse();
+            pending.extend(children);
+        }
+        visit(&Item { host, name, meta })?;
+    }
+    Ok(())
+}
+
+/// What [`write_tree`] would pack, from metadata alone (no file is read):
+/// for progress, and to refuse an unpackable tree before anything is sent.
+pub fn measure(root: &Path) -> anyhow::Result<TreeStats> {
+    let mut stats = TreeStats::default();
+    walk(root, Path::new(""), |item| {
+        stats.entries += 1;
+        if item.meta.is_file() {
+            stats.file_bytes += item.meta.size();
+        }
+        Ok(())
+    })?;
+    Ok(stats)
+}
+
 /// Writes the tree under `root` as an uncompressed tar to `out`, every entry
 /// under `prefix` (relative, e.g. `app` or empty; its own directories come
 /// first, mode 0755). `root` itself is not an entry.
@@ -37,10 +93,6 @@ pub fn write_tree(
     mtime: u64,
     out: impl Write,
 ) -> anyhow::Result<TreeStats> {
-    let meta = fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
-    if !meta.is_dir() {
-        bail!("{} is not a directory", root.display());
-    }
     let prefix = relative_prefix(prefix)?;
     let mut tar = tar::Builder::new(out);
     let mut stats = TreeStats::default();
@@ -50,51 +102,55 @@ pub fn write_tree(
         append_dir(&mut tar, &inside, 0o755, mtime)?;
         stats.entries += 1;
     }
-    // Depth first, each directory's names sorted: (host path, tar path).
-    let mut pending: Vec<(PathBuf, PathBuf)> = sorted_children(root, &inside)?;
-    pending.reverse();
-    while let Some((host, name)) = pending.pop() {
-        let meta =
-            fs::symlink_metadata(&host).with_context(|| format!("reading {}", host.display()))?;
+    walk(root, &inside, |Item { host, name, meta }| {
         let mode = meta.permissions().mode() & 0o7777;
         let kind = meta.file_type();
         if kind.is_dir() {
-            append_dir(&mut tar, &name, mode, mtime)?;
-            let mut children = sorted_children(&host, &name)?;
-            children.reverse();
-            pending.extend(children);
+            append_dir(&mut tar, name, mode, mtime)?;
         } else if kind.is_symlink() {
             let target =
-                fs::read_link(&host).with_context(|| format!("reading {}", host.display()))?;
+                fs::read_link(host).with_context(|| format!("reading {}", host.display()))?;
             let mut header = header(tar::EntryType::Symlink, 0o777, mtime);
-            tar.append_link(&mut header, &name, &target)
+            tar.append_link(&mut header, name, &target)
                 .with_context(|| format!("adding {}", name.display()))?;
-        } else if kind.is_file() {
-            let file = File::open(&host).with_context(|| format!("opening {}", host.display()))?;
+        } else {
+            let file = File::open(host).with_context(|| format!("opening {}", host.display()))?;
             let mut header = header(tar::EntryType::Regular, mode, mtime);
             header.set_size(meta.size());
             // The size is the one read now; a file that changes while it is
             // packed fails the step rather than writing a torn entry.
-            let mut reader = ExactSize::new(file, meta.size(), &host);
-            tar.append_data(&mut header, &name, &mut reader)
+            let mut reader = ExactSize::new(file, meta.size(), host);
+            tar.append_data(&mut header, name, &mut reader)
                 .with_context(|| format!("adding {}", name.display()))?;
             reader.finish()?;
             stats.file_bytes += meta.size();
-        } else {
-            bail!(
-                "{} is not a file, directory or symlink (devices, FIFOs and sockets are not packed)",
-                host.display()
-            );
         }
         stats.entries += 1;
-    }
+        Ok(())
+    })?;
     tar.into_inner().context("finishing the layer")?;
     Ok(stats)
 }
 
+/// A Unix time as RFC 3339 in UTC (`1970-01-01T00:00:00Z`), as image
+/// configs carry their `created` time.
+pub fn rfc3339(epoch: i64) -> anyhow::Result<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(epoch)
+        .with_context(|| format!("timestamp {epoch} is out of range"))?;
+    Ok(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
+}
+
 /// `prefix` as relative normal components: `/app/` and `app` are the same;
 /// `..` is refused.
-fn relative_prefix(prefix: &Path) -> anyhow::Result<PathBuf> {
+pub fn relative_prefix(prefix: &Path) -> anyhow::Result<PathBuf> {
     let mut out = PathBuf::new();
     for component in prefix.components() {
         match component {
@@ -259,6 +315,7 @@ mod tests {
         let (two, _) = make(&["link", "tmp", "a", "bin", "b"], 999_999);
         assert_eq!(one, two);
         assert_eq!(stats.entries, 7);
+        assert_eq!(stats.file_bytes, 1 + 1 + 10);
         let listed = entries(&one);
         let names: Vec<&str> = listed.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(
@@ -296,6 +353,10 @@ mod tests {
         assert_eq!(names[1], format!("{deep}/{}", "f".repeat(150)));
 
         assert!(write_tree(dir.path(), Path::new("../x"), 0, io::sink()).is_err());
+        assert_eq!(
+            relative_prefix(Path::new("/app/")).unwrap(),
+            PathBuf::from("app")
+        );
         let fifo = dir.path().join("fifo");
         rustix::fs::mknodat(
             rustix::fs::CWD,
@@ -307,5 +368,8 @@ mod tests {
         .unwrap();
         let error = write_tree(dir.path(), Path::new(""), 0, io::sink()).unwrap_err();
         assert!(format!("{error:#}").contains("FIFOs"), "{error:#}");
+        assert!(measure(dir.path()).is_err());
+        assert_eq!(rfc3339(0).unwrap(), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000).unwrap(), "2023-11-14T22:13:20Z");
     }
 }

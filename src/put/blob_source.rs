@@ -4,14 +4,16 @@
 //! the same pass that hashes it, so its digest is known the moment its last byte is sent.
 
 use std::io::{self, Read, Write};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
+use super::package::TreeBlob;
 use super::store::FileSlice;
-use crate::image::digest::{Algorithm, Hasher};
+use crate::image::digest::{Algorithm, Hasher, HashingWriter};
+use crate::image::tree_layer::write_tree;
 use crate::progress::Progress;
 use crate::registry::{BlobSource, Piece};
 
@@ -27,6 +29,8 @@ pub enum BlobData {
     Memory(Bytes),
     /// An uncompressed layer, gzipped while it is sent.
     Gzip(FileSlice),
+    /// A directory packed into a layer and gzipped while it is sent.
+    Tree(Arc<TreeBlob>),
 }
 
 impl BlobData {
@@ -35,6 +39,7 @@ impl BlobData {
         match self {
             BlobData::Slice(s) | BlobData::Gzip(s) => s.len,
             BlobData::Memory(b) => b.len() as u64,
+            BlobData::Tree(tree) => tree.stats.file_bytes,
         }
     }
 }
@@ -110,7 +115,42 @@ fn produce(data: &BlobData, out: &mut PieceWriter, bar: Option<&ProgressBar>) ->
                 }
             })
         }
+        BlobData::Tree(tree) => pack(tree, out, bar),
     }
+}
+
+/// Packs a tree on one thread while gzipping it on this one, through a
+/// pipe (the packer writes, the compressor reads); records the `diff_id`.
+fn pack(tree: &TreeBlob, out: &mut PieceWriter, bar: Option<&ProgressBar>) -> io::Result<()> {
+    let (mut reader, writer) = io::pipe()?;
+    std::thread::scope(|scope| {
+        let packer = scope.spawn(move || -> anyhow::Result<crate::image::Digest> {
+            let mut hashed = HashingWriter::new(
+                io::BufWriter::with_capacity(PIECE_BYTES, writer),
+                Algorithm::Sha256,
+            );
+            write_tree(&tree.root, &tree.prefix, tree.mtime, &mut hashed)?;
+            let (_, digest, _) = hashed.finish()?;
+            Ok(digest)
+        });
+        let compressed = super::gzip::compress(&mut reader, out, super::gzip::cores(), |n| {
+            if let Some(bar) = bar {
+                bar.inc(n);
+            }
+        });
+        // A compressor that stopped early must not leave the packer
+        // blocked on a full pipe.
+        drop(reader);
+        let packed = packer
+            .join()
+            .map_err(|_| io::Error::other("the packing thread failed"))?;
+        // The packer's error is the cause (a file that vanished), the
+        // compressor's only its echo (a pipe that ended early).
+        let diff_id = packed.map_err(|e| io::Error::other(format!("{e:#}")))?;
+        compressed?;
+        tree.set_diff_id(diff_id);
+        Ok(())
+    })
 }
 
 fn copy(slice: &FileSlice, out: &mut impl Write, bar: Option<&ProgressBar>) -> io::Result<()> {

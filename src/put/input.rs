@@ -16,6 +16,8 @@ use crate::reference::Repository;
 pub enum Input {
     Layout(LayoutImage),
     DockerSave(DockerSaveImage),
+    /// `params.package`: a directory packed into an image on the way.
+    Package(super::package::PackageImage),
 }
 
 /// The one path `pattern` (relative to `src`; a leading `/` is still under

@@ -10,13 +10,14 @@ mod docker_save;
 pub mod gzip;
 mod input;
 mod layout;
+mod package;
 mod push;
 mod store;
 pub mod tags;
 
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use self::input::Input;
 use self::push::{Pusher, first_tag};
@@ -59,11 +60,25 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     // Every rule but the aliases, before anything else.
     tag_request.tags(&[])?;
 
-    let image_path = input::locate(src, &params.image)?;
-    let loading = image_path.clone();
-    let input = tokio::task::spawn_blocking(move || Input::load(&loading))
-        .await
-        .context("the image reading thread failed")??;
+    let (image_path, input) = match &params.package {
+        Some(_) if !params.image.is_empty() => {
+            bail!("params.image and params.package cannot both be set: push an image or pack one")
+        }
+        Some(package) => {
+            let path = input::locate(src, &package.path).context("params.package.path")?;
+            let image = package::PackageImage::prepare(&path, package)?;
+            (path, Input::Package(image))
+        }
+        None => {
+            let path = input::locate(src, &params.image)?;
+            let loading = path.clone();
+            let input = tokio::task::spawn_blocking(move || Input::load(&loading))
+                .await
+                .context("the image reading thread failed")??;
+            (path, input)
+        }
+    };
+    let packed = matches!(input, Input::Package(_));
 
     let endpoint = Endpoint::connect(source, Access::Push).await?;
     let (client, repository) = (&endpoint.client, &endpoint.repository);
@@ -103,15 +118,24 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     progress.finish();
     let digest = pushed.context("pushing image failed")?;
     tracing::info!("pushed {}@{digest}", endpoint.name);
+    let mut metadata = vec![
+        MetadataField::new("repository", &endpoint.name),
+        MetadataField::new("tags", tags.join(" ")),
+    ];
+    if packed {
+        // What a later step (or a human) needs to pull exactly this build.
+        metadata.push(MetadataField::new("digest", digest.to_string()));
+        metadata.push(MetadataField::new(
+            "image",
+            format!("{}@{digest}", endpoint.name),
+        ));
+    }
     Ok(StepResponse {
         version: Version {
             tag: first,
             digest: digest.to_string(),
         },
-        metadata: vec![
-            MetadataField::new("repository", &endpoint.name),
-            MetadataField::new("tags", tags.join(" ")),
-        ],
+        metadata,
     })
 }
 

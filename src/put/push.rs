@@ -12,6 +12,7 @@ use super::blob_source::{BlobData, LocalBlob, hash};
 use super::docker_save::{self, DockerSaveImage, PushedLayer, SavedLayer};
 use super::input::Input;
 use super::layout::{LayoutImage, RawManifest};
+use super::package::PackageImage;
 use crate::image::compression::Compression;
 use crate::image::digest::Algorithm;
 use crate::image::manifest::parse_manifest;
@@ -47,6 +48,7 @@ impl Pusher<'_> {
         let top = match input {
             Input::Layout(layout) => self.push_layout(layout).await?,
             Input::DockerSave(image) => self.push_docker_save(image, tags).await?,
+            Input::Package(package) => self.push_package(package).await?,
         };
         stream::iter(tags)
             .map(|tag| {
@@ -204,6 +206,49 @@ impl Pusher<'_> {
             digest: Digest::sha256_of(&bytes),
             bytes: Bytes::from(bytes),
             media_type: media_type.to_owned(),
+        })
+    }
+
+    /// A packed directory: the layer first (packed, gzipped, hashed and
+    /// uploaded in one pass), then the config that names its `diff_id`.
+    async fn push_package(&self, package: PackageImage) -> anyhow::Result<RawManifest> {
+        let layer = self
+            .upload(vec![Job {
+                expected: None,
+                source: LocalBlob::new(
+                    BlobData::Tree(package.layer.clone()),
+                    Algorithm::Sha256,
+                    "layer 1/1",
+                    self.progress,
+                ),
+            }])
+            .await?
+            .remove(0);
+        let diff_id = package
+            .layer
+            .diff_id()
+            .context("the layer was uploaded without being packed")?;
+        let config = Bytes::from(package.config_bytes(&diff_id));
+        let config_digest = Digest::sha256_of(&config);
+        let config_size = config.len() as u64;
+        self.upload(vec![Job {
+            expected: Some((config_digest.clone(), config_size)),
+            source: LocalBlob::new(
+                BlobData::Memory(config),
+                Algorithm::Sha256,
+                "config",
+                self.progress,
+            ),
+        }])
+        .await?;
+        let bytes = PackageImage::manifest_bytes(
+            (&config_digest, config_size),
+            (&layer.digest, layer.size),
+        );
+        Ok(RawManifest {
+            digest: Digest::sha256_of(&bytes),
+            bytes: Bytes::from(bytes),
+            media_type: media_type::OCI_MANIFEST.to_owned(),
         })
     }
 

@@ -222,16 +222,35 @@ pub fn skopeo(args: &[&str]) -> Vec<u8> {
 
 /// Runs one of the project's `scripts/` with `args` and `envs` and returns
 /// its stdout; panics with its stderr when it fails.
+///
+/// The script gets the environment a shell would give it, without what
+/// cargo adds for a test (`CARGO_PKG_*`, `CARGO`, `LD_LIBRARY_PATH`,
+/// rustup's toolchain pin): a cargo the script runs must find the builds
+/// `scripts/test` made fresh, not rebuild them for another environment.
 pub fn project_script(name: &str, args: &[&std::ffi::OsStr], envs: &[(&str, &Path)]) -> String {
-    let out = Command::new(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("scripts")
-            .join(name),
-    )
-    .args(args)
-    .envs(envs.iter().copied())
-    .output()
-    .unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
+    let mut command = Command::new(script);
+    for (var, _) in std::env::vars_os() {
+        let text = var.to_string_lossy();
+        let added_by_cargo = (text.starts_with("CARGO") && text != "CARGO_HOME")
+            || matches!(
+                &*text,
+                "LD_LIBRARY_PATH"
+                    | "RUST_RECURSION_COUNT"
+                    | "RUSTUP_TOOLCHAIN"
+                    | "RUSTUP_TOOLCHAIN_SOURCE"
+            );
+        if added_by_cargo {
+            command.env_remove(&var);
+        }
+    }
+    let out = command
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/{name}: {e}"));
     assert!(
         out.status.success(),
         "scripts/{name}: {}",

@@ -1,0 +1,197 @@
+//! `params.package`: a directory packed into a reproducible single-layer
+//! image. The same files give the same digest whatever their mtimes, the
+//! directory order, the umask or the machine: the layer is written by
+//! `image::tree_layer` (sorted, 0:0, one mtime) and gzipped by the
+//! deterministic `gzip`; the config's keys are sorted; the platform is
+//! `linux/amd64` unless given (never this machine's); the one timestamp is
+//! `SOURCE_DATE_EPOCH`, else 0.
+//!
+//! The layer is packed, compressed, hashed (twice: its `diff_id` and its
+//! digest) and uploaded in one streaming pass; the config, which names the
+//! `diff_id`, follows it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::image::tree_layer::{self, TreeStats};
+use crate::image::{Digest, media_type};
+use crate::source::PackageParams;
+
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// A directory to push as an image, checked and measured.
+#[derive(Debug)]
+pub struct PackageImage {
+    pub layer: Arc<TreeBlob>,
+    config: Value,
+}
+
+/// The layer's source: a tree packed on demand (again, identically, when an
+/// upload starts over). Packing records the uncompressed layer's digest.
+#[derive(Debug)]
+pub struct TreeBlob {
+    pub root: PathBuf,
+    pub prefix: PathBuf,
+    pub mtime: u64,
+    pub stats: TreeStats,
+    diff_id: Mutex<Option<Digest>>,
+}
+
+impl TreeBlob {
+    /// The uncompressed layer's digest, once it has been packed.
+    pub fn diff_id(&self) -> Option<Digest> {
+        self.diff_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_diff_id(&self, digest: Digest) {
+        *self.diff_id.lock().unwrap_or_else(PoisonError::into_inner) = Some(digest);
+    }
+}
+
+impl PackageImage {
+    /// Checks `params` against the directory at `path` (everything in it
+    /// packable) before anything is sent.
+    pub fn prepare(path: &Path, params: &PackageParams) -> anyhow::Result<Self> {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("params.package.path: reading {}", path.display()))?;
+        if !meta.is_dir() {
+            bail!(
+                "params.package.path: {} is not a directory (archives are not supported yet)",
+                path.display()
+            );
+        }
+        let prefix = tree_layer::relative_prefix(Path::new(&params.prefix))
+            .context("params.package.prefix")?;
+        let stats = tree_layer::measure(path)
+            .with_context(|| format!("params.package.path: {}", path.display()))?;
+        let mtime = source_date_epoch()?;
+        Ok(PackageImage {
+            layer: Arc::new(TreeBlob {
+                root: path.to_path_buf(),
+                prefix,
+                mtime,
+                stats,
+                diff_id: Mutex::new(None),
+            }),
+            config: config(params, mtime)?,
+        })
+    }
+
+    /// The image config, naming the packed layer.
+    pub fn config_bytes(&self, diff_id: &Digest) -> Vec<u8> {
+        let mut config = self.config.clone();
+        config["rootfs"] = json!({"type": "layers", "diff_ids": [diff_id.to_string()]});
+        serde_json::to_vec(&config).unwrap_or_default()
+    }
+
+    /// The image manifest for a config and a layer, each (digest, size).
+    pub fn manifest_bytes(config: (&Digest, u64), layer: (&Digest, u64)) -> Vec<u8> {
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": media_type::OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config.0.to_string(), "size": config.1},
+            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer.0.to_string(), "size": layer.1}],
+        });
+        serde_json::to_vec(&manifest).unwrap_or_default()
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` (a non-negative integer), else 0.
+fn source_date_epoch() -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH {text:?} is not a Unix time")),
+        Err(_) => Ok(0),
+    }
+}
+
+/// The config without its `rootfs` (known once the layer is packed); keys
+/// sorted, fields left out when not given.
+fn config(params: &PackageParams, mtime: u64) -> anyhow::Result<Value> {
+    let platform = params.platform.clone().unwrap_or_default();
+    let (os, architecture) = (
+        non_empty(&platform.os, "linux"),
+        non_empty(&platform.architecture, "amd64"),
+    );
+    let created = tree_layer::rfc3339(mtime as i64)?;
+    let mut settings = serde_json::Map::new();
+    if let Some(entrypoint) = &params.entrypoint {
+        settings.insert("Entrypoint".into(), json!(entrypoint));
+    }
+    if let Some(cmd) = &params.cmd {
+        settings.insert("Cmd".into(), json!(cmd));
+    }
+    if !params.env.is_empty() {
+        for name in params.env.keys() {
+            if name.is_empty() || name.contains('=') {
+                bail!("params.package.env: {name:?} is not a variable name");
+            }
+        }
+        let env: Vec<String> = params.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        settings.insert("Env".into(), json!(env));
+    }
+    if !params.workdir.is_empty() {
+        settings.insert("WorkingDir".into(), json!(params.workdir));
+    }
+    if !params.user.is_empty() {
+        settings.insert("User".into(), json!(params.user));
+    }
+    if !params.labels.is_empty() {
+        settings.insert("Labels".into(), json!(params.labels));
+    }
+    let mut config = json!({
+        "architecture": architecture,
+        "os": os,
+        "created": created,
+        "config": settings,
+        "history": [{"created": created, "created_by": "registry-image out: params.package"}],
+    });
+    if !platform.variant.is_empty() {
+        config["variant"] = json!(platform.variant);
+    }
+    Ok(config)
+}
+
+fn non_empty<'a>(value: &'a str, default: &'a str) -> &'a str {
+    if value.is_empty() { default } else { value }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_sorted_and_leaves_out_what_is_not_given() {
+        let bare = config(&PackageParams::default(), 0).unwrap();
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            r#"{"architecture":"amd64","config":{},"created":"1970-01-01T00:00:00Z","history":[{"created":"1970-01-01T00:00:00Z","created_by":"registry-image out: params.package"}],"os":"linux"}"#
+        );
+        let params = PackageParams {
+            env: [
+                ("B".to_owned(), "2".to_owned()),
+                ("A".to_owned(), "1".to_owned()),
+            ]
+            .into(),
+            cmd: Some(vec!["/app/run".into()]),
+            ..Default::default()
+        };
+        let full = config(&params, 0).unwrap();
+        assert_eq!(full["config"]["Env"], json!(["A=1", "B=2"]));
+        assert_eq!(full["config"]["Cmd"], json!(["/app/run"]));
+        let bad = PackageParams {
+            env: [("A=B".to_owned(), "1".to_owned())].into(),
+            ..Default::default()
+        };
+        assert!(config(&bad, 0).is_err());
+    }
+}

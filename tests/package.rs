@@ -1,0 +1,227 @@
+//! `out` with `params.package`: a directory packed into a reproducible
+//! single-layer image and pushed; fetched back with our `in` and read by
+//! skopeo (the interop referee).
+
+mod support;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use serde_json::{Value, json};
+use support::{StepOutput, TestRegistry, run_step, run_step_env};
+
+/// Writes the same application in `dir`, creating entries in `order` with
+/// file mtimes of `mtime` (so two calls differ in everything but content).
+fn make_app(dir: &Path, order: &[&str], mtime: i64) {
+    std::fs::create_dir_all(dir).unwrap();
+    for name in order {
+        match *name {
+            "bin" => {
+                std::fs::create_dir_all(dir.join("bin")).unwrap();
+                std::fs::write(dir.join("bin/run"), "#!/bin/sh\necho hello\n").unwrap();
+                std::fs::set_permissions(dir.join("bin/run"), PermissionsExt::from_mode(0o755))
+                    .unwrap();
+            }
+            "data" => {
+                std::fs::create_dir_all(dir.join("data/deep")).unwrap();
+                std::fs::write(dir.join("data/deep/table.csv"), "a,b\n1,2\n").unwrap();
+            }
+            "link" => symlink("bin/run", dir.join("start")).unwrap(),
+            other => std::fs::write(dir.join(other), format!("{other}\n")).unwrap(),
+        }
+    }
+    for path in ["bin/run", "data/deep/table.csv", "README", "VERSION"] {
+        let t = filetime::FileTime::from_unix_time(mtime, 0);
+        if dir.join(path).exists() {
+            filetime::set_file_times(dir.join(path), t, t).unwrap();
+        }
+    }
+}
+
+fn push(registry: &TestRegistry, src: &Path, repo: &str, package: Value) -> StepOutput {
+    run_step(
+        "out",
+        &[src.to_str().unwrap()],
+        &json!({"source": {"repository": registry.repo(repo), "tag": "latest"},
+                "params": {"package": package}}),
+    )
+}
+
+fn skopeo_config(registry: &TestRegistry, repo: &str) -> Value {
+    let raw = support::skopeo(&[
+        "inspect",
+        "--config",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo}:latest", registry.host()),
+    ]);
+    serde_json::from_slice(&raw).unwrap()
+}
+
+#[test]
+fn a_directory_becomes_an_image_with_the_same_digest_from_any_checkout() {
+    let registry = TestRegistry::plain();
+    let one = tempfile::tempdir().unwrap();
+    make_app(
+        &one.path().join("build/app"),
+        &["bin", "data", "link", "README", "VERSION"],
+        1,
+    );
+    let two = tempfile::tempdir().unwrap();
+    make_app(
+        &two.path().join("build/app"),
+        &["VERSION", "link", "README", "data", "bin"],
+        1_900_000_000,
+    );
+    let package = json!({
+        "path": "build/*", "prefix": "/app",
+        "cmd": ["/app/bin/run"], "env": {"MODE": "prod", "APP_HOME": "/app"},
+        "workdir": "/app", "user": "1000:1000", "labels": {"team": "ci"},
+    });
+    let first = push(&registry, one.path(), "pkg/app", package.clone());
+    let digest = first.json()["version"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(first.json()["version"]["tag"], "latest");
+    let metadata = first.metadata();
+    assert!(
+        metadata.contains(&("digest".to_owned(), digest.clone())),
+        "{metadata:?}"
+    );
+    assert!(
+        metadata.contains(&(
+            "image".to_owned(),
+            format!("{}@{digest}", registry.repo("pkg/app"))
+        )),
+        "{metadata:?}"
+    );
+    let second = push(&registry, two.path(), "pkg/other", package);
+    assert_eq!(
+        second.json()["version"]["digest"],
+        digest.as_str(),
+        "other mtimes and creation order, same files: same digest"
+    );
+    assert_eq!(
+        registry.digest_of("pkg/app", "latest"),
+        Some(digest.clone())
+    );
+
+    // skopeo reads the config as given.
+    let config = skopeo_config(&registry, "pkg/app");
+    assert_eq!(config["architecture"], "amd64");
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    assert_eq!(config["config"]["Cmd"], json!(["/app/bin/run"]));
+    assert_eq!(
+        config["config"]["Env"],
+        json!(["APP_HOME=/app", "MODE=prod"])
+    );
+    assert_eq!(config["config"]["WorkingDir"], "/app");
+    assert_eq!(config["config"]["User"], "1000:1000");
+    assert_eq!(config["config"]["Labels"], json!({"team": "ci"}));
+
+    // Our `in` gives the files back under the prefix, modes and links kept.
+    let dest = tempfile::tempdir().unwrap();
+    let fetched = run_step(
+        "in",
+        &[dest.path().to_str().unwrap()],
+        &json!({"source": {"repository": registry.repo("pkg/app")},
+                "version": {"tag": "latest", "digest": digest}}),
+    );
+    assert!(fetched.success, "{}", fetched.stderr);
+    let rootfs = dest.path().join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/bin/run")).unwrap(),
+        "#!/bin/sh\necho hello\n"
+    );
+    let mode = std::fs::metadata(rootfs.join("app/bin/run"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(
+        std::fs::read_link(rootfs.join("app/start")).unwrap(),
+        Path::new("bin/run")
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/data/deep/table.csv")).unwrap(),
+        "a,b\n1,2\n"
+    );
+    let metadata: Value =
+        serde_json::from_slice(&std::fs::read(dest.path().join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(metadata["env"], json!(["APP_HOME=/app", "MODE=prod"]));
+    assert_eq!(metadata["user"], "1000:1000");
+}
+
+#[test]
+fn source_date_epoch_and_platform_are_honoured() {
+    let registry = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    make_app(&src.path().join("app"), &["bin", "README"], 5);
+    let out = run_step_env(
+        "out",
+        &[src.path().to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+        &json!({"source": {"repository": registry.repo("pkg/arm"), "tag": "latest"},
+                "params": {"package": {"path": "app",
+                           "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}}}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    let config = skopeo_config(&registry, "pkg/arm");
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(config["architecture"], "arm64");
+    assert_eq!(config["variant"], "v8");
+}
+
+#[test]
+fn bad_packages_fail_with_one_line_and_push_nothing() {
+    let registry = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    make_app(&src.path().join("app"), &["bin", "README"], 5);
+    std::fs::write(src.path().join("app.zip"), "not yet").unwrap();
+    let fifo_dir = src.path().join("with-fifo");
+    std::fs::create_dir(&fifo_dir).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        fifo_dir.join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let cases = [
+        (
+            json!({"image": "x", "package": {"path": "app"}}),
+            "cannot both be set",
+        ),
+        (
+            json!({"package": {"path": "missing/*"}}),
+            "no files match glob",
+        ),
+        (
+            json!({"package": {"path": "app", "prefix": "../up"}}),
+            "climbs out",
+        ),
+        (
+            json!({"package": {"path": "app", "env": {"A=B": "1"}}}),
+            "not a variable name",
+        ),
+        (
+            json!({"package": {"path": "app", "base": "x"}}),
+            r#"unknown field "base" in params.package"#,
+        ),
+        (json!({"package": {"path": "app.zip"}}), "not a directory"),
+        (json!({"package": {"path": "with-fifo"}}), "FIFOs"),
+    ];
+    for (params, expected) in cases {
+        let out = run_step(
+            "out",
+            &[src.path().to_str().unwrap()],
+            &json!({"source": {"repository": registry.repo("pkg/bad"), "tag": "latest"},
+                    "params": params}),
+        );
+        let line = out.error_line();
+        assert!(line.contains(expected), "{params}: {line}");
+    }
+    assert_eq!(registry.digest_of("pkg/bad", "latest"), None);
+}
