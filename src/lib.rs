@@ -16,3 +16,4 @@ pub mod reference;
 pub mod registry;
 pub mod semver;
 pub mod source;
+pub mod unpack;

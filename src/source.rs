@@ -207,10 +207,11 @@ pub struct PutParams {
 }
 
 /// `params.package`: files packed into a reproducible single-layer image.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackageParams {
-    /// A glob (under the put's directory) naming one directory.
+    /// A glob (under the put's directory) naming one directory or archive
+    /// (`.zip`, `.tar`, `.tar.gz`, `.tgz`, `.tar.zst`).
     pub path: String,
     /// Where the files go in the image (`/` when empty).
     #[serde(default)]

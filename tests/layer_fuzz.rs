@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use registry_image::get::rootfs::Resolver;
+use registry_image::unpack::rootfs::Resolver;
 use serde_json::json;
 use support::image::{TestImage, write_oci_layout};
 use support::layer_grammar::{Grammar, apply, check_containment, layers_from_bytes};

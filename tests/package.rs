@@ -178,7 +178,8 @@ fn bad_packages_fail_with_one_line_and_push_nothing() {
     let registry = TestRegistry::plain();
     let src = tempfile::tempdir().unwrap();
     make_app(&src.path().join("app"), &["bin", "README"], 5);
-    std::fs::write(src.path().join("app.zip"), "not yet").unwrap();
+    std::fs::write(src.path().join("app.zip"), "not a zip").unwrap();
+    std::fs::write(src.path().join("notes.txt"), "text").unwrap();
     let fifo_dir = src.path().join("with-fifo");
     std::fs::create_dir(&fifo_dir).unwrap();
     rustix::fs::mknodat(
@@ -210,7 +211,11 @@ fn bad_packages_fail_with_one_line_and_push_nothing() {
             json!({"package": {"path": "app", "base": "x"}}),
             r#"unknown field "base" in params.package"#,
         ),
-        (json!({"package": {"path": "app.zip"}}), "not a directory"),
+        (
+            json!({"package": {"path": "notes.txt"}}),
+            "not a directory or an archive",
+        ),
+        (json!({"package": {"path": "app.zip"}}), "reading the zip"),
         (json!({"package": {"path": "with-fifo"}}), "FIFOs"),
     ];
     for (params, expected) in cases {
@@ -224,4 +229,130 @@ fn bad_packages_fail_with_one_line_and_push_nothing() {
         assert!(line.contains(expected), "{params}: {line}");
     }
     assert_eq!(registry.digest_of("pkg/bad", "latest"), None);
+}
+
+/// A zip of `dir` as `zip` would make it: directories and files with their
+/// modes, symlinks as symlinks, names sorted.
+fn zip_of(dir: &Path, out: &Path) {
+    use std::io::Write as _;
+    let mut names = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            names.push((
+                path.strip_prefix(dir).unwrap().to_str().unwrap().to_owned(),
+                path,
+                meta,
+            ));
+        }
+    }
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(out).unwrap());
+    for (name, path, meta) in names {
+        let options = zip::write::SimpleFileOptions::default()
+            .unix_permissions(meta.permissions().mode() & 0o7777);
+        if meta.is_dir() {
+            zip.add_directory(format!("{name}/"), options).unwrap();
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).unwrap();
+            zip.add_symlink(name, target.to_str().unwrap(), options)
+                .unwrap();
+        } else {
+            zip.start_file(name, options).unwrap();
+            zip.write_all(&std::fs::read(&path).unwrap()).unwrap();
+        }
+    }
+    zip.finish().unwrap();
+}
+
+/// A gzipped tar of `dir` (symlinks kept), as `tar czf` would make it.
+fn tgz_of(dir: &Path, out: &Path) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(out).unwrap(),
+        flate2::Compression::default(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", dir).unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn an_archive_gives_the_same_digest_as_the_directory_it_holds() {
+    let registry = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    let app = src.path().join("app");
+    make_app(&app, &["bin", "data", "link", "README", "VERSION"], 7);
+    zip_of(&app, &src.path().join("app.zip"));
+    tgz_of(&app, &src.path().join("app.tar.gz"));
+    let mut digests = Vec::new();
+    for (path, repo) in [
+        ("app", "pkg/dir"),
+        ("app.zip", "pkg/zip"),
+        ("app.tar.gz", "pkg/tgz"),
+    ] {
+        let out = push(
+            &registry,
+            src.path(),
+            repo,
+            json!({"path": path, "prefix": "/srv"}),
+        );
+        assert!(out.success, "{path}: {}", out.stderr);
+        digests.push(out.json()["version"]["digest"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(digests[0], digests[1], "zip");
+    assert_eq!(digests[0], digests[2], "tar.gz");
+}
+
+#[test]
+fn hostile_archives_are_refused_before_anything_is_pushed() {
+    use std::io::Write as _;
+    let registry = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    let outside = src.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let zip_with = |name: &str, build: &dyn Fn(&mut zip::ZipWriter<std::fs::File>)| {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(src.path().join(name)).unwrap());
+        build(&mut zip);
+        zip.finish().unwrap();
+    };
+    let options = zip::write::SimpleFileOptions::default();
+    zip_with("climb.zip", &|zip| {
+        zip.start_file("../outside/evil", options).unwrap();
+        zip.write_all(b"x").unwrap();
+    });
+    zip_with("absolute.zip", &|zip| {
+        zip.start_file("/tmp/evil", options).unwrap();
+        zip.write_all(b"x").unwrap();
+    });
+    zip_with("link.zip", &|zip| {
+        zip.add_symlink("etc", "../../../etc", options).unwrap();
+    });
+    let climbing_tar = support::raw_tar::RawEntry::file("../outside/evil", b"x");
+    std::fs::write(
+        src.path().join("climb.tar"),
+        support::raw_tar::layer(&[climbing_tar]),
+    )
+    .unwrap();
+    for (path, expected) in [
+        ("climb.zip", "would land outside the package"),
+        ("absolute.zip", "would land outside the package"),
+        ("link.zip", "points outside the package"),
+        ("climb.tar", ".."),
+    ] {
+        let out = push(&registry, src.path(), "pkg/hostile", json!({"path": path}));
+        let line = out.error_line();
+        assert!(line.contains(expected), "{path}: {line}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    assert_eq!(registry.digest_of("pkg/hostile", "latest"), None);
 }

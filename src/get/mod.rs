@@ -7,11 +7,8 @@
 //! into place at the end, so a failed step leaves no partial `rootfs/`.
 
 mod blob_reader;
-mod header_budget;
-mod in_root;
 mod layout;
 mod metadata;
-pub mod rootfs;
 mod staged;
 mod tarball;
 
@@ -23,7 +20,6 @@ use anyhow::{Context, bail};
 use tokio::sync::{Semaphore, mpsc};
 
 use self::blob_reader::BlobReader;
-use self::rootfs::{RootfsWriter, Skipped};
 use self::staged::Staged;
 use crate::auth::Access;
 use crate::concourse::{InRequest, MetadataField, StepResponse};
@@ -35,6 +31,7 @@ use crate::image::{Digest, Platform, compression, media_type, platform};
 use crate::progress::Progress;
 use crate::reference::{Repository, Target};
 use crate::registry::{Manifest, RegistryClient};
+use crate::unpack::rootfs::{RootfsWriter, Skipped};
 
 /// Layers downloading at once (the one being extracted included).
 const LAYER_CONCURRENCY: usize = 3;

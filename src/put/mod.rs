@@ -5,6 +5,7 @@
 //! Everything local is checked before the network is used: the tags
 //! (grammar, version, tag_prefix), the glob, and the input's structure.
 
+mod archive;
 mod blob_source;
 mod docker_save;
 pub mod gzip;
@@ -66,7 +67,12 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         }
         Some(package) => {
             let path = input::locate(src, &package.path).context("params.package.path")?;
-            let image = package::PackageImage::prepare(&path, package)?;
+            let (preparing, package) = (path.clone(), package.clone());
+            let image = tokio::task::spawn_blocking(move || {
+                package::PackageImage::prepare(&preparing, &package)
+            })
+            .await
+            .context("the package reading thread failed")??;
             (path, Input::Package(image))
         }
         None => {

@@ -1,5 +1,5 @@
-//! `params.package`: a directory packed into a reproducible single-layer
-//! image. The same files give the same digest whatever their mtimes, the
+//! `params.package`: a directory, or an archive's contents (see
+//! `archive.rs`), packed into a reproducible single-layer image. The same files give the same digest whatever their mtimes, the
 //! directory order, the umask or the machine: the layer is written by
 //! `image::tree_layer` (sorted, 0:0, one mtime) and gzipped by the
 //! deterministic `gzip`; the config's keys are sorted; the platform is
@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use super::archive::{self, ArchiveKind};
 use crate::image::tree_layer::{self, TreeStats};
 use crate::image::{Digest, media_type};
 use crate::source::PackageParams;
@@ -23,11 +24,14 @@ use crate::source::PackageParams;
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-/// A directory to push as an image, checked and measured.
+/// A directory (or an archive's contents) to push as an image, checked and
+/// measured.
 #[derive(Debug)]
 pub struct PackageImage {
     pub layer: Arc<TreeBlob>,
     config: Value,
+    /// Where an archive was unpacked; removed with the package.
+    _unpacked: Option<tempfile::TempDir>,
 }
 
 /// The layer's source: a tree packed on demand (again, identically, when an
@@ -61,12 +65,20 @@ impl PackageImage {
     pub fn prepare(path: &Path, params: &PackageParams) -> anyhow::Result<Self> {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("params.package.path: reading {}", path.display()))?;
-        if !meta.is_dir() {
+        let (unpacked, root) = if meta.is_dir() {
+            (None, path.to_path_buf())
+        } else if let Some(kind) = ArchiveKind::of(path) {
+            let (dir, root) = archive::unpack(path, kind)
+                .with_context(|| format!("params.package.path: unpacking {}", path.display()))?;
+            (Some(dir), root)
+        } else {
             bail!(
-                "params.package.path: {} is not a directory (archives are not supported yet)",
+                "params.package.path: {} is not a directory or an archive \
+                 (.zip, .tar, .tar.gz, .tgz, .tar.zst)",
                 path.display()
             );
-        }
+        };
+        let path = root.as_path();
         let prefix = tree_layer::relative_prefix(Path::new(&params.prefix))
             .context("params.package.prefix")?;
         let stats = tree_layer::measure(path)
@@ -81,6 +93,7 @@ impl PackageImage {
                 diff_id: Mutex::new(None),
             }),
             config: config(params, mtime)?,
+            _unpacked: unpacked,
         })
     }
 

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use registry_image::get::rootfs::{Resolver, RootfsWriter};
+use registry_image::unpack::rootfs::{Resolver, RootfsWriter};
 
 use super::raw_tar::{BLOCK, CHAR, DIRECTORY, FIFO, HARDLINK, REGULAR, RawEntry, SYMLINK, layer};
 use super::sandbox::{Sandbox, changes, tree};

@@ -1,0 +1,212 @@
+//! `params.package.path` naming an archive (`.zip`, `.tar`, `.tar.gz`,
+//! `.tgz`, `.tar.zst`): unpacked into a temporary directory, then packed
+//! exactly like a directory, so an archive and the tree it holds give the
+//! same digest.
+//!
+//! Every name in an archive is hostile: the unpacking is the rootfs writer
+//! `in` applies layers with (in-root resolution, no link followed, `..`
+//! refused). A zip also has its names checked up front (absolute or climbing
+//! names refused) and its symlinks too: one pointing outside the package
+//! would point at the host's files in the image.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::unpack::rootfs::RootfsWriter;
+
+/// What kind of archive a path names, by its extension; `None` for other
+/// files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveKind {
+    Zip,
+    /// A tar, plain or compressed (gzip and zstd are recognised by content).
+    Tar,
+}
+
+impl ArchiveKind {
+    pub fn of(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+        if name.ends_with(".zip") {
+            Some(ArchiveKind::Zip)
+        } else if [".tar", ".tar.gz", ".tgz", ".tar.zst"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+        {
+            Some(ArchiveKind::Tar)
+        } else {
+            None
+        }
+    }
+}
+
+/// Longest zip symlink target read (a path, not data).
+const MAX_LINK_TARGET: u64 = 4096;
+
+/// Unpacks `path` into a new temporary directory; its `root` subdirectory
+/// holds the files. The directory goes with the returned guard.
+pub fn unpack(path: &Path, kind: ArchiveKind) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix("registry-image-package-")
+        .tempdir()
+        .context("creating a temporary directory to unpack the archive")?;
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root)?;
+    let mut writer = RootfsWriter::new(&root)?;
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    match kind {
+        ArchiveKind::Tar => {
+            let stream =
+                crate::image::compression::decompress(BufReader::with_capacity(256 << 10, file))?;
+            writer.apply_layer(stream)?;
+        }
+        ArchiveKind::Zip => {
+            // The zip's entries, as a tar stream the rootfs writer applies.
+            let (reader, pipe) = io::pipe()?;
+            std::thread::scope(|scope| -> anyhow::Result<()> {
+                let converter = scope.spawn(move || zip_to_tar(file, pipe));
+                let applied = writer.apply_layer(reader);
+                let converted = converter
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the zip reading thread failed"))?;
+                // The zip's own error is the cause; the tar side only saw
+                // its stream end.
+                converted?;
+                applied
+            })?;
+        }
+    }
+    writer.finish()?;
+    Ok((dir, root))
+}
+
+/// Writes a zip's entries to `out` as a tar, checking every name and link.
+fn zip_to_tar(file: File, out: impl io::Write) -> anyhow::Result<()> {
+    let mut archive = zip::ZipArchive::new(BufReader::new(file)).context("reading the zip")?;
+    let mut tar = tar::Builder::new(out);
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).context("reading the zip")?;
+        let name = entry
+            .name()
+            .context("reading the zip: an entry name")?
+            .into_owned();
+        check_name(&name)?;
+        let mode = entry.unix_mode();
+        let is_link = mode.is_some_and(|m| m & 0o170000 == 0o120000);
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        if entry.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(mode.map_or(0o755, |m| m & 0o7777));
+            header.set_size(0);
+            tar.append_data(&mut header, &name, io::empty())?;
+        } else if is_link {
+            let mut target = String::new();
+            entry
+                .by_ref()
+                .take(MAX_LINK_TARGET + 1)
+                .read_to_string(&mut target)
+                .with_context(|| format!("zip entry {name:?}: reading its link target"))?;
+            if target.len() as u64 > MAX_LINK_TARGET {
+                bail!("zip entry {name:?}: link target longer than {MAX_LINK_TARGET} bytes");
+            }
+            check_link(&name, &target)?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, &name, &target)?;
+        } else {
+            let size = entry.size();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(mode.map_or(0o644, |m| m & 0o7777));
+            header.set_size(size);
+            // Exactly the declared size: more is a lie, less a broken zip.
+            let mut data = entry.by_ref().take(size);
+            tar.append_data(&mut header, &name, &mut data)
+                .with_context(|| format!("zip entry {name:?}"))?;
+            let mut probe = [0u8; 1];
+            if data.limit() != 0 || entry.read(&mut probe)? != 0 {
+                bail!("zip entry {name:?} does not hold the {size} bytes it declares");
+            }
+        }
+    }
+    tar.into_inner().context("unpacking the zip")?;
+    Ok(())
+}
+
+/// A zip entry name must stay inside the package: no absolute path, no `..`.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let path = Path::new(name);
+    let escapes = path.is_absolute()
+        || name.contains('\\')
+        || path.components().any(|c| matches!(c, Component::ParentDir));
+    if escapes || name.contains('\0') {
+        bail!("zip entry {name:?} would land outside the package");
+    }
+    Ok(())
+}
+
+/// A zip symlink must point inside the package: relative, and not climbing
+/// above the root from where it sits.
+fn check_link(name: &str, target: &str) -> anyhow::Result<()> {
+    if target.starts_with('/') || target.contains('\0') {
+        bail!("zip symlink {name:?} points outside the package ({target:?})");
+    }
+    let mut depth: i64 = Path::new(name.trim_end_matches('/'))
+        .parent()
+        .map_or(0, |p| p.components().count() as i64);
+    for component in Path::new(target).components() {
+        match component {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            bail!("zip symlink {name:?} points outside the package ({target:?})");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_links_must_stay_inside() {
+        for ok in ["a", "a/b/c.txt", "dir/", "./x"] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["/etc/passwd", "../x", "a/../../x", "a\\..\\x"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        check_link("a/b/link", "../c").unwrap();
+        check_link("a/link", "b/../c").unwrap();
+        check_link("link", "a/b").unwrap();
+        for (name, target) in [
+            ("link", "../x"),
+            ("a/link", "../../x"),
+            ("a/link", "/etc/passwd"),
+            ("a/link", "b/../../../x"),
+        ] {
+            assert!(check_link(name, target).is_err(), "{name} -> {target}");
+        }
+        assert_eq!(
+            ArchiveKind::of(Path::new("x/app.ZIP")),
+            Some(ArchiveKind::Zip)
+        );
+        assert_eq!(
+            ArchiveKind::of(Path::new("app.tgz")),
+            Some(ArchiveKind::Tar)
+        );
+        assert_eq!(
+            ArchiveKind::of(Path::new("app.tar.zst")),
+            Some(ArchiveKind::Tar)
+        );
+        assert_eq!(ArchiveKind::of(Path::new("app.txt")), None);
+    }
+}
