@@ -1,8 +1,9 @@
-//! `scripts/bench [check|get|put|soak]`: benchmarks against a local registry,
+//! `scripts/bench [check|get|put|package|soak]`: benchmarks against a local registry,
 //! printing ratios against the comparison measured in the same run, and
 //! peak RSS. Not a test: it asserts only that each run succeeded.
 
 mod measure;
+mod package;
 mod soak;
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -35,7 +36,8 @@ fn main() {
             "get" => bench_get(),
             "put" => bench_put(),
             "soak" => soak::run(),
-            other => panic!("unknown benchmark {other:?}: use check, get, put or soak"),
+            "package" => package::run(),
+            other => panic!("unknown benchmark {other:?}: use check, get, put, package or soak"),
         }
     }
 }
@@ -342,17 +344,11 @@ fn bench_put() {
         assert!(m.success, "out failed: {}", m.stderr);
         m
     };
-    // skopeo with its blob-info cache on a private tmpfs, so it cannot
-    // turn a fresh push into mounts from what earlier runs pushed.
     let skopeo = |repo: &str, from: &str| {
-        let script = format!(
-            "mount -t tmpfs tmpfs /var/lib/containers/cache && exec skopeo copy --quiet \
-             --dest-tls-verify=false {from} docker://{}/{repo}:latest",
+        let m = measure::skopeo(&format!(
+            "copy --quiet --dest-tls-verify=false {from} docker://{}/{repo}:latest",
             registry.host()
-        );
-        let args: Vec<std::ffi::OsString> =
-            vec!["-m".into(), "sh".into(), "-c".into(), script.into()];
-        let m = measure::run(Path::new("/usr/bin/unshare"), &args, &[], b"");
+        ));
         assert!(m.success, "skopeo failed: {}", m.stderr);
         m
     };

@@ -119,3 +119,11 @@ pub fn median_u64(mut values: Vec<u64>) -> u64 {
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// `skopeo ARGS` with its blob-info cache on a private tmpfs, so it cannot
+/// turn a fresh push into mounts from what earlier runs pushed.
+pub fn skopeo(args: &str) -> Measurement {
+    let script = format!("mount -t tmpfs tmpfs /var/lib/containers/cache && exec skopeo {args}");
+    let args: Vec<OsString> = vec!["-m".into(), "sh".into(), "-c".into(), script.into()];
+    run(std::path::Path::new("/usr/bin/unshare"), &args, &[], b"")
+}

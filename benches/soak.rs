@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use super::measure::{self, Measurement, ms};
+use super::measure::{self, Measurement, ms, skopeo};
 use super::support::image::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST, sha256};
 use super::support::proxy::{Fault, FaultProxy};
 use super::support::{self, TestRegistry};
@@ -202,13 +202,6 @@ fn report(label: &str, m: &Measurement, moved: u64, clean: Option<u64>) {
         ms(m.wall),
         moved / MIB
     );
-}
-
-/// skopeo with its blob-info cache on a private tmpfs (see bench_put).
-fn skopeo(args: &str) -> Measurement {
-    let script = format!("mount -t tmpfs tmpfs /var/lib/containers/cache && exec skopeo {args}");
-    let args: Vec<std::ffi::OsString> = vec!["-m".into(), "sh".into(), "-c".into(), script.into()];
-    measure::run(Path::new("/usr/bin/unshare"), &args, &[], b"")
 }
 
 /// Writes an OCI layout at `dir` holding one image whose single
