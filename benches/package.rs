@@ -136,14 +136,8 @@ fn write_tree(dir: &Path, mtime: i64) {
         let sub = dir.join(format!("d{:03}", i / 100));
         std::fs::create_dir_all(&sub).unwrap();
         let bytes: Vec<u8> = if i % 2 == 0 {
-            let mut out = Vec::with_capacity(FILE_BYTES);
-            while out.len() < FILE_BYTES {
-                seed ^= seed >> 12;
-                seed ^= seed << 25;
-                seed ^= seed >> 27;
-                out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-            }
-            out.truncate(FILE_BYTES);
+            let mut out = vec![0u8; FILE_BYTES];
+            support::image::fill_random(&mut out, &mut seed);
             out
         } else {
             format!("line {i}: the quick brown fox jumps over the lazy dog\n")

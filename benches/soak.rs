@@ -230,12 +230,7 @@ fn write_layout(dir: &Path, size: u64) -> (String, String) {
     let mut block = vec![0u8; MIB as usize];
     let mut left = size;
     while left > 0 {
-        for word in block.chunks_exact_mut(8) {
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            word.copy_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-        }
+        super::support::image::fill_random(&mut block, &mut seed);
         let n = left.min(MIB);
         put(&block[..n as usize]);
         left -= n;

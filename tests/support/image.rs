@@ -344,13 +344,19 @@ pub fn tar_dir(dir: &Path, path: &Path) {
 
 /// Deterministic incompressible bytes (xorshift64*).
 pub fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
+    let mut out = vec![0u8; len];
+    fill_random(&mut out, &mut seed);
     out
+}
+
+/// Fills `buf` with xorshift64* output, advancing `seed`: the same seed
+/// gives the same bytes, a block at a time for data too big to hold.
+pub fn fill_random(buf: &mut [u8], seed: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        let word = seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
 }
