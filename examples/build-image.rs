@@ -19,11 +19,9 @@ use serde_json::{Value, json};
 
 use registry_image::image::digest::{Algorithm, Hasher, HashingWriter};
 use registry_image::image::media_type::{OCI_INDEX, OCI_MANIFEST};
-use registry_image::image::tree_layer::{rfc3339, write_tree};
-use registry_image::put::gzip;
+use registry_image::image::tree_layer::rfc3339;
+use registry_image::put::package::{PackageImage, gzip_tree};
 
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -178,18 +176,9 @@ fn build_image(
     platform: &Value,
     args: &Args,
 ) -> anyhow::Result<(String, usize)> {
-    let tar_path = root.with_extension("tar");
-    let mut tar = HashingWriter::new(fs::File::create(&tar_path)?, Algorithm::Sha256);
-    write_tree(root, Path::new(""), args.epoch as u64, &mut tar)?;
-    let (_, diff_id, _) = tar.finish()?;
     let staged = layout.join("blobs/sha256/.layer");
     let mut layer = HashingWriter::new(fs::File::create(&staged)?, Algorithm::Sha256);
-    gzip::compress(
-        &mut fs::File::open(&tar_path)?,
-        &mut layer,
-        gzip::cores(),
-        |_| {},
-    )?;
+    let diff_id = gzip_tree(root, Path::new(""), args.epoch as u64, &mut layer, |_| {})?;
     let (_, layer_digest, layer_size) = layer.finish()?;
     fs::rename(
         &staged,
@@ -210,12 +199,11 @@ fn build_image(
         config[key] = value.clone();
     }
     let (config_digest, config_size) = put_blob(layout, &to_bytes(&config))?;
-    let manifest = json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer_digest.to_string(), "size": layer_size}],
-    });
-    put_blob(layout, &to_bytes(&manifest))
+    let manifest = PackageImage::manifest_bytes(
+        (&config_digest.parse()?, config_size as u64),
+        (&layer_digest, layer_size),
+    );
+    put_blob(layout, &manifest)
 }
 
 fn labels(args: &Args) -> Value {

@@ -10,10 +10,9 @@ use bytes::{Bytes, BytesMut};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
-use super::package::TreeBlob;
+use super::package::{TreeBlob, gzip_tree};
 use super::store::FileSlice;
-use crate::image::digest::{Algorithm, Hasher, HashingWriter};
-use crate::image::tree_layer::write_tree;
+use crate::image::digest::{Algorithm, Hasher};
 use crate::progress::Progress;
 use crate::registry::{BlobSource, Piece};
 
@@ -119,38 +118,16 @@ fn produce(data: &BlobData, out: &mut PieceWriter, bar: Option<&ProgressBar>) ->
     }
 }
 
-/// Packs a tree on one thread while gzipping it on this one, through a
-/// pipe (the packer writes, the compressor reads); records the `diff_id`.
+/// Packs and gzips a tree (see `package::gzip_tree`), recording its
+/// `diff_id` for the config.
 fn pack(tree: &TreeBlob, out: &mut PieceWriter, bar: Option<&ProgressBar>) -> io::Result<()> {
-    let (mut reader, writer) = io::pipe()?;
-    std::thread::scope(|scope| {
-        let packer = scope.spawn(move || -> anyhow::Result<crate::image::Digest> {
-            let mut hashed = HashingWriter::new(
-                io::BufWriter::with_capacity(PIECE_BYTES, writer),
-                Algorithm::Sha256,
-            );
-            write_tree(&tree.root, &tree.prefix, tree.mtime, &mut hashed)?;
-            let (_, digest, _) = hashed.finish()?;
-            Ok(digest)
-        });
-        let compressed = super::gzip::compress(&mut reader, out, super::gzip::cores(), |n| {
-            if let Some(bar) = bar {
-                bar.inc(n);
-            }
-        });
-        // A compressor that stopped early must not leave the packer
-        // blocked on a full pipe.
-        drop(reader);
-        let packed = packer
-            .join()
-            .map_err(|_| io::Error::other("the packing thread failed"))?;
-        // The packer's error is the cause (a file that vanished), the
-        // compressor's only its echo (a pipe that ended early).
-        let diff_id = packed.map_err(|e| io::Error::other(format!("{e:#}")))?;
-        compressed?;
-        tree.set_diff_id(diff_id);
-        Ok(())
-    })
+    let diff_id = gzip_tree(&tree.root, &tree.prefix, tree.mtime, out, |n| {
+        if let Some(bar) = bar {
+            bar.inc(n);
+        }
+    })?;
+    tree.set_diff_id(diff_id);
+    Ok(())
 }
 
 fn copy(slice: &FileSlice, out: &mut impl Write, bar: Option<&ProgressBar>) -> io::Result<()> {

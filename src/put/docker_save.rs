@@ -18,8 +18,6 @@ const MAX_JSON_BYTES: u64 = 32 << 20;
 
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 #[derive(Deserialize)]
@@ -164,7 +162,7 @@ pub fn manifest(
         .flatten()
         .any(|l| l.compression == Compression::Zstd);
     let (manifest_type, config_type) = if oci {
-        (media_type::OCI_MANIFEST, OCI_CONFIG)
+        (media_type::OCI_MANIFEST, media_type::OCI_CONFIG)
     } else {
         (media_type::DOCKER_MANIFEST, DOCKER_CONFIG)
     };
@@ -175,7 +173,7 @@ pub fn manifest(
             (SavedLayer::Data { .. }, Some(p)) => LayerOut::Pushed(Descriptor {
                 media_type: match (oci, p.compression) {
                     (true, Compression::Zstd) => OCI_LAYER_ZSTD,
-                    (true, _) => OCI_LAYER_GZIP,
+                    (true, _) => media_type::OCI_LAYER_GZIP,
                     (false, _) => DOCKER_LAYER_GZIP,
                 },
                 size: p.size,

@@ -11,7 +11,7 @@ mod docker_save;
 pub mod gzip;
 mod input;
 mod layout;
-mod package;
+pub mod package;
 mod push;
 mod store;
 pub mod tags;

@@ -10,6 +10,7 @@
 //! digest) and uploaded in one streaming pass; the config, which names the
 //! `diff_id`, follows it.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -17,12 +18,10 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::archive::{self, ArchiveKind};
+use crate::image::digest::{Algorithm, HashingWriter};
 use crate::image::tree_layer::{self, TreeStats};
 use crate::image::{Digest, media_type};
 use crate::source::PackageParams;
-
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// A directory (or an archive's contents) to push as an image, checked and
 /// measured.
@@ -109,11 +108,49 @@ impl PackageImage {
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": media_type::OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config.0.to_string(), "size": config.1},
-            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer.0.to_string(), "size": layer.1}],
+            "config": {"mediaType": media_type::OCI_CONFIG, "digest": config.0.to_string(), "size": config.1},
+            "layers": [{"mediaType": media_type::OCI_LAYER_GZIP, "digest": layer.0.to_string(), "size": layer.1}],
         });
         serde_json::to_vec(&manifest).unwrap_or_default()
     }
+}
+
+/// Writes the tree under `root` (see [`tree_layer::write_tree`]) to `out`
+/// gzipped, in one pass: packed on one thread into a pipe, compressed on
+/// others by the deterministic `gzip`, calling `read` with the count of each
+/// block of tar consumed. Returns the uncompressed layer's digest (its
+/// `diff_id`).
+pub fn gzip_tree(
+    root: &Path,
+    prefix: &Path,
+    mtime: u64,
+    out: &mut impl Write,
+    read: impl Fn(u64),
+) -> io::Result<Digest> {
+    let (mut reader, writer) = io::pipe()?;
+    std::thread::scope(|scope| {
+        let packer = scope.spawn(move || -> anyhow::Result<Digest> {
+            let mut hashed = HashingWriter::new(
+                io::BufWriter::with_capacity(256 << 10, writer),
+                Algorithm::Sha256,
+            );
+            tree_layer::write_tree(root, prefix, mtime, &mut hashed)?;
+            let (_, digest, _) = hashed.finish()?;
+            Ok(digest)
+        });
+        let compressed = super::gzip::compress(&mut reader, out, super::gzip::cores(), read);
+        // A compressor that stopped early must not leave the packer
+        // blocked on a full pipe.
+        drop(reader);
+        let packed = packer
+            .join()
+            .map_err(|_| io::Error::other("the packing thread failed"))?;
+        // The packer's error is the cause (a file that vanished), the
+        // compressor's only its echo (a pipe that ended early).
+        let diff_id = packed.map_err(|e| io::Error::other(format!("{e:#}")))?;
+        compressed?;
+        Ok(diff_id)
+    })
 }
 
 /// `SOURCE_DATE_EPOCH` (a non-negative integer), else 0.
