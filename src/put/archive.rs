@@ -15,6 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use crate::image::entry_path::entry_components;
 use crate::unpack::rootfs::RootfsWriter;
 
 /// What kind of archive a path names, by its extension; `None` for other
@@ -151,23 +152,17 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// A zip symlink must point inside the package: relative, and not climbing
-/// above the root from where it sits.
+/// above the root from where it sits (resolved lexically, as entry names
+/// are).
 fn check_link(name: &str, target: &str) -> anyhow::Result<()> {
-    if target.starts_with('/') || target.contains('\0') {
-        bail!("zip symlink {name:?} points outside the package ({target:?})");
-    }
-    let mut depth: i64 = Path::new(name.trim_end_matches('/'))
+    let from = Path::new(name.trim_end_matches('/'))
         .parent()
-        .map_or(0, |p| p.components().count() as i64);
-    for component in Path::new(target).components() {
-        match component {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            _ => {}
-        }
-        if depth < 0 {
-            bail!("zip symlink {name:?} points outside the package ({target:?})");
-        }
+        .unwrap_or(Path::new(""));
+    if target.starts_with('/')
+        || target.contains('\0')
+        || entry_components(&from.join(target)).is_err()
+    {
+        bail!("zip symlink {name:?} points outside the package ({target:?})");
     }
     Ok(())
 }
@@ -192,6 +187,7 @@ mod tests {
             ("a/link", "../../x"),
             ("a/link", "/etc/passwd"),
             ("a/link", "b/../../../x"),
+            ("./link", "../x"),
         ] {
             assert!(check_link(name, target).is_err(), "{name} -> {target}");
         }
