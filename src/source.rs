@@ -204,6 +204,50 @@ pub struct PutParams {
     /// Pack files into a single-layer image instead of pushing `image`.
     #[serde(default)]
     pub package: Option<PackageParams>,
+    /// Push files as an OCI artifact instead of pushing `image`.
+    #[serde(default)]
+    pub artifact: Option<ArtifactParams>,
+    /// Delete tags (or the manifests under them) instead of pushing.
+    #[serde(default)]
+    pub delete: Option<DeleteParams>,
+}
+
+/// `params.artifact`: files pushed as an OCI 1.1 artifact, one layer each.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactParams {
+    /// Globs (under the put's directory), each matching one or more
+    /// regular files; a file's layer is titled with its base name. None:
+    /// an artifact of metadata and annotations only.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// The manifest's `artifactType` (a media type).
+    #[serde(default)]
+    pub artifact_type: String,
+    /// A JSON file stored as the manifest's config.
+    #[serde(default)]
+    pub metadata: String,
+    /// The manifest's annotations.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The files' layer media type; `application/octet-stream` when empty.
+    #[serde(default)]
+    pub media_type: String,
+}
+
+/// `params.delete`: tags to delete.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// A file (under the put's directory) of tags separated by whitespace.
+    #[serde(default)]
+    pub tags_file: String,
+    /// Where the registry cannot delete a tag alone, delete the manifest it
+    /// points to, which removes every tag on it.
+    #[serde(default)]
+    pub manifests: bool,
 }
 
 /// `params.package`: files packed into a reproducible single-layer image.
@@ -216,6 +260,10 @@ pub struct PackageParams {
     /// Where the files go in the image (`/` when empty).
     #[serde(default)]
     pub prefix: String,
+    /// A glob naming an OCI layout or a docker-save tarball: the image the
+    /// layer is added on top of (its platform and config kept).
+    #[serde(default)]
+    pub base: String,
     /// The image's platform; `linux/amd64` when not given (never this
     /// machine's: the same files must give the same digest anywhere).
     #[serde(default)]

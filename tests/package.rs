@@ -193,7 +193,7 @@ fn bad_packages_fail_with_one_line_and_push_nothing() {
     let cases = [
         (
             json!({"image": "x", "package": {"path": "app"}}),
-            "cannot both be set",
+            "cannot be combined",
         ),
         (
             json!({"package": {"path": "missing/*"}}),
@@ -209,7 +209,11 @@ fn bad_packages_fail_with_one_line_and_push_nothing() {
         ),
         (
             json!({"package": {"path": "app", "base": "x"}}),
-            r#"unknown field "base" in params.package"#,
+            "params.package.base",
+        ),
+        (
+            json!({"package": {"path": "app", "from": "x"}}),
+            r#"unknown field "from" in params.package"#,
         ),
         (
             json!({"package": {"path": "notes.txt"}}),
@@ -355,4 +359,151 @@ fn hostile_archives_are_refused_before_anything_is_pushed() {
         "nothing written outside"
     );
     assert_eq!(registry.digest_of("pkg/hostile", "latest"), None);
+}
+
+/// A base image: a file of its own, a PATH and a command, on `arch`.
+fn base_image(arch: &str) -> support::image::TestImage {
+    use support::image::{Entry, TestImage, tar};
+    TestImage::new(
+        vec![tar(&[
+            Entry::dir("etc"),
+            Entry::file("etc/os-release", format!("ID=base-{arch}\n")),
+        ])],
+        json!({"config": {"Env": ["PATH=/usr/bin", "MODE=dev"], "Cmd": ["/bin/sh"],
+                          "Labels": {"base": "yes"}}}),
+        ("linux", arch),
+    )
+}
+
+#[test]
+fn a_package_goes_on_top_of_a_base_fetched_by_get() {
+    let registry = TestRegistry::plain();
+    let base = base_image("arm64");
+    let base_digest = registry.push("pkg/base", "latest", &base);
+    // A `get` with format: oci-layout writes the base as a pipeline would.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("base")).unwrap();
+    let got = run_step(
+        "in",
+        &[src.path().join("base").to_str().unwrap()],
+        &json!({"source": {"repository": registry.repo("pkg/base")},
+                "version": {"tag": "latest", "digest": base_digest},
+                "params": {"format": "oci-layout"}}),
+    );
+    assert!(got.success, "{}", got.stderr);
+    make_app(&src.path().join("app"), &["bin", "README"], 3);
+
+    let package = json!({"path": "app", "prefix": "/app", "base": "base/oci",
+                         "cmd": ["/app/bin/run"], "env": {"MODE": "prod"},
+                         "labels": {"app": "demo"}});
+    let out = push(&registry, src.path(), "pkg/on-base", package.clone());
+    assert!(out.success, "{}", out.stderr);
+    let digest = out.json()["version"]["digest"].as_str().unwrap().to_owned();
+    let again = push(&registry, src.path(), "pkg/on-base-2", package);
+    assert_eq!(
+        again.json()["version"]["digest"],
+        digest.as_str(),
+        "reproducible"
+    );
+
+    // The base's platform and settings, extended; two layers.
+    let config = skopeo_config(&registry, "pkg/on-base");
+    assert_eq!(config["architecture"], "arm64");
+    assert_eq!(
+        config["config"]["Env"],
+        json!(["PATH=/usr/bin", "MODE=prod"])
+    );
+    assert_eq!(config["config"]["Cmd"], json!(["/app/bin/run"]));
+    assert_eq!(
+        config["config"]["Labels"],
+        json!({"base": "yes", "app": "demo"})
+    );
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(config["history"].as_array().unwrap().len(), 1);
+
+    // Our `in` gives the base's files and the package's.
+    let dest = tempfile::tempdir().unwrap();
+    let fetched = run_step(
+        "in",
+        &[dest.path().to_str().unwrap()],
+        &json!({"source": {"repository": registry.repo("pkg/on-base")},
+                "version": {"tag": "latest", "digest": digest}}),
+    );
+    assert!(fetched.success, "{}", fetched.stderr);
+    let rootfs = dest.path().join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/os-release")).unwrap(),
+        "ID=base-arm64\n"
+    );
+    assert!(rootfs.join("app/bin/run").exists());
+}
+
+#[test]
+fn a_base_may_be_a_docker_save_tarball_or_one_platform_of_a_layout() {
+    let registry = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    make_app(&src.path().join("app"), &["bin"], 3);
+    support::image::write_docker_save(
+        &src.path().join("base.tar"),
+        &base_image("amd64"),
+        "base:latest",
+    );
+    let (amd, arm) = (base_image("amd64"), base_image("arm64"));
+    support::image::write_index_layout(
+        &src.path().join("multi"),
+        &[(&amd, "linux", "amd64"), (&arm, "linux", "arm64")],
+    );
+
+    let out = push(
+        &registry,
+        src.path(),
+        "pkg/from-tar",
+        json!({"path": "app", "base": "base.tar", "entrypoint": ["/bin/run"]}),
+    );
+    assert!(out.success, "{}", out.stderr);
+    let config = skopeo_config(&registry, "pkg/from-tar");
+    assert_eq!(config["config"]["Entrypoint"], json!(["/bin/run"]));
+    assert!(
+        config["config"].get("Cmd").is_none(),
+        "a new entrypoint drops the base's command: {config}"
+    );
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+
+    let unpicked = push(
+        &registry,
+        src.path(),
+        "pkg/multi",
+        json!({"path": "app", "base": "multi"}),
+    );
+    assert!(
+        unpicked.error_line().contains("holds 2 images"),
+        "{}",
+        unpicked.stderr
+    );
+    let picked = push(
+        &registry,
+        src.path(),
+        "pkg/multi",
+        json!({"path": "app", "base": "multi",
+               "platform": {"os": "linux", "architecture": "arm64"}}),
+    );
+    assert!(picked.success, "{}", picked.stderr);
+    assert_eq!(
+        skopeo_config(&registry, "pkg/multi")["architecture"],
+        "arm64"
+    );
+    let wrong = push(
+        &registry,
+        src.path(),
+        "pkg/wrong",
+        json!({"path": "app", "base": "base.tar",
+               "platform": {"os": "linux", "architecture": "arm64"}}),
+    );
+    assert!(
+        wrong
+            .error_line()
+            .contains("but the base image is linux/amd64"),
+        "{}",
+        wrong.stderr
+    );
 }

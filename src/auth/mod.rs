@@ -60,6 +60,8 @@ impl fmt::Debug for Credentials {
 pub enum Access {
     Pull,
     Push,
+    /// Deleting manifests (and reading them, to know what is deleted).
+    Delete,
 }
 
 /// A token scope: `repository:<path>:pull` or `repository:<path>:pull,push`.
@@ -67,6 +69,7 @@ pub fn repository_scope(path: &str, access: Access) -> String {
     match access {
         Access::Pull => format!("repository:{path}:pull"),
         Access::Push => format!("repository:{path}:pull,push"),
+        Access::Delete => format!("repository:{path}:pull,delete"),
     }
 }
 
@@ -99,6 +102,10 @@ mod tests {
         assert_eq!(
             repository_scope("a/b", Access::Push),
             "repository:a/b:pull,push"
+        );
+        assert_eq!(
+            repository_scope("a/b", Access::Delete),
+            "repository:a/b:pull,delete"
         );
     }
 }

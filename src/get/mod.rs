@@ -6,6 +6,7 @@
 //! rootfs is built in a temp directory inside the destination and renamed
 //! into place at the end, so a failed step leaves no partial `rootfs/`.
 
+mod artifact;
 mod blob_reader;
 mod layout;
 mod metadata;
@@ -25,7 +26,7 @@ use crate::auth::Access;
 use crate::concourse::{InRequest, MetadataField, StepResponse};
 use crate::endpoint::Endpoint;
 use crate::image::manifest::{
-    Descriptor, ImageManifest, parse_config, parse_index, parse_manifest,
+    Descriptor, ImageConfig, ImageManifest, parse_config, parse_index, parse_manifest,
 };
 use crate::image::{Digest, Platform, compression, media_type, platform};
 use crate::progress::Progress;
@@ -44,6 +45,7 @@ enum Format {
     Rootfs,
     Oci,
     OciLayout,
+    Artifact,
 }
 
 fn parse_format(format: &str) -> anyhow::Result<Format> {
@@ -51,7 +53,10 @@ fn parse_format(format: &str) -> anyhow::Result<Format> {
         "" | "rootfs" => Ok(Format::Rootfs),
         "oci" => Ok(Format::Oci),
         "oci-layout" => Ok(Format::OciLayout),
-        other => bail!("unknown format {other:?}: must be one of 'rootfs', 'oci', 'oci-layout'"),
+        "artifact" => Ok(Format::Artifact),
+        other => bail!(
+            "unknown format {other:?}: must be one of 'rootfs', 'oci', 'oci-layout', 'artifact'"
+        ),
     }
 }
 
@@ -92,6 +97,14 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
             .get_manifest(&repository, &Target::Digest(digest.clone()))
             .await?
             .with_context(|| format!("image {repository}@{digest} not found"))?;
+        if format == Format::Artifact {
+            if params.skip_download {
+                return Ok(None);
+            }
+            // Its annotations are the only metadata an artifact has.
+            let manifest = artifact::write(&client, &repository, progress, &top, dest).await?;
+            return Ok(Some((manifest, ImageConfig::default())));
+        }
         let wants_metadata = label_ref.is_some() || annotation_ref.is_some();
         let writes_image = !params.skip_download && format != Format::OciLayout;
         if format == Format::OciLayout && !params.skip_download {
@@ -151,6 +164,9 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         MetadataField::new("tag", &version.tag),
     ];
     if let Some((image, config)) = &fetched {
+        if let Some(kind) = &image.artifact_type {
+            fields.push(MetadataField::new("artifact_type", kind));
+        }
         if let Some(re) = &label_regex {
             let labels = config
                 .config

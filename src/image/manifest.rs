@@ -45,6 +45,9 @@ pub struct PlatformSpec {
 /// An image manifest (OCI or Docker v2).
 #[derive(Clone, Debug, Deserialize)]
 pub struct ImageManifest {
+    /// OCI 1.1: what an artifact is (absent on images).
+    #[serde(rename = "artifactType", default)]
+    pub artifact_type: Option<String>,
     pub config: Descriptor,
     #[serde(default)]
     pub layers: Vec<Descriptor>,

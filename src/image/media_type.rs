@@ -7,6 +7,12 @@ pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// The OCI 1.1 empty descriptor's type: a config or layer standing for
+/// nothing (its blob is `{}`).
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// The annotation naming a file stored as a layer (ORAS, OCI).
+pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
 
 /// Every manifest type we understand. The full list must always be sent: the
 /// CNCF registry answers 404 for an OCI manifest when the OCI type is missing,
@@ -22,9 +28,45 @@ pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
 }
 
+/// Whether `text` is a media type, `type/subtype` with RFC 6838's
+/// restricted-name characters (no parameters).
+pub fn is_valid(text: &str) -> bool {
+    let name = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 127
+            && part.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
+    };
+    matches!(text.split_once('/'), Some((kind, sub)) if name(kind) && name(sub))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_type_grammar() {
+        for good in [
+            OCI_EMPTY,
+            "application/vnd.example.vm-image.v1+qcow2",
+            "text/plain",
+        ] {
+            assert!(is_valid(good), "{good}");
+        }
+        for bad in [
+            "",
+            "application",
+            "application/",
+            "/x",
+            "a/b/c",
+            "a/b; charset=x",
+            "a b/c",
+        ] {
+            assert!(!is_valid(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn accept_lists_every_manifest_type() {

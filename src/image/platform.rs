@@ -61,7 +61,9 @@ impl Platform {
         }
     }
 
-    fn matches(&self, spec: Option<&PlatformSpec>) -> bool {
+    /// Whether an image of platform `spec` (none: linux/amd64) is one of
+    /// this platform.
+    pub fn matches(&self, spec: Option<&PlatformSpec>) -> bool {
         // A child without a platform is taken to be linux/amd64.
         let default = PlatformSpec {
             os: "linux".into(),
@@ -100,13 +102,21 @@ impl fmt::Display for Platform {
     }
 }
 
+/// One image's platform, for error messages.
+pub fn describe_one(p: &PlatformSpec) -> String {
+    if p.variant.is_empty() {
+        format!("{}/{}", p.os, p.architecture)
+    } else {
+        format!("{}/{}/{}", p.os, p.architecture, p.variant)
+    }
+}
+
 /// The platforms an index offers, for error messages.
 pub fn describe(children: &[Descriptor]) -> String {
     children
         .iter()
         .map(|d| match &d.platform {
-            Some(p) if p.variant.is_empty() => format!("{}/{}", p.os, p.architecture),
-            Some(p) => format!("{}/{}/{}", p.os, p.architecture, p.variant),
+            Some(p) => describe_one(p),
             None => "(no platform)".to_owned(),
         })
         .collect::<Vec<_>>()

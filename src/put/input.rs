@@ -18,6 +18,8 @@ pub enum Input {
     DockerSave(DockerSaveImage),
     /// `params.package`: a directory packed into an image on the way.
     Package(super::package::PackageImage),
+    /// `params.artifact`: files pushed as an OCI artifact.
+    Artifact(super::artifact::ArtifactInput),
 }
 
 /// The one path `pattern` (relative to `src`; a leading `/` is still under
@@ -29,6 +31,23 @@ pub fn locate(src: &Path, pattern: &str) -> anyhow::Result<PathBuf> {
             src.display()
         );
     }
+    let mut matches = locate_all(src, pattern, 20)?;
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        _ => bail!(
+            "too many files/directories match glob '{pattern}': [{}]",
+            matches
+                .iter()
+                .map(|m| m.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    }
+}
+
+/// Every path `pattern` matches under `src` (at least one, sorted), up to
+/// `limit` and one more.
+pub fn locate_all(src: &Path, pattern: &str, limit: usize) -> anyhow::Result<Vec<PathBuf>> {
     let relative: PathBuf = Path::new(pattern)
         .components()
         .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
@@ -48,22 +67,14 @@ pub fn locate(src: &Path, pattern: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("failed to glob path '{pattern}'"))?
     {
         matches.push(entry.with_context(|| format!("failed to glob path '{pattern}'"))?);
-        if matches.len() > 20 {
+        if matches.len() > limit {
             break;
         }
     }
-    match matches.len() {
-        0 => bail!("no files match glob '{pattern}'"),
-        1 => Ok(matches.remove(0)),
-        _ => bail!(
-            "too many files/directories match glob '{pattern}': [{}]",
-            matches
-                .iter()
-                .map(|m| m.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
+    if matches.is_empty() {
+        bail!("no files match glob '{pattern}'");
     }
+    Ok(matches)
 }
 
 impl Input {

@@ -6,7 +6,10 @@
 //! (grammar, version, tag_prefix), the glob, and the input's structure.
 
 mod archive;
+mod artifact;
+mod base;
 mod blob_source;
+mod delete;
 mod docker_save;
 pub mod gzip;
 mod input;
@@ -38,6 +41,24 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     let source = &request.source;
     source.validate()?;
     let params = request.params.unwrap_or_default();
+    let chosen: Vec<&str> = [
+        ("image", !params.image.is_empty()),
+        ("package", params.package.is_some()),
+        ("artifact", params.artifact.is_some()),
+        ("delete", params.delete.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if chosen.len() > 1 {
+        bail!(
+            "params.{} cannot be combined: a put pushes an image, packs one, pushes an artifact or deletes",
+            chosen.join(" and params.")
+        );
+    }
+    if let Some(delete) = &params.delete {
+        return delete::run(source, &params, delete, src).await;
+    }
 
     let additional = if params.additional_tags.is_empty() {
         None
@@ -61,30 +82,44 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     // Every rule but the aliases, before anything else.
     tag_request.tags(&[])?;
 
-    let (image_path, input) = match &params.package {
-        Some(_) if !params.image.is_empty() => {
-            bail!("params.image and params.package cannot both be set: push an image or pack one")
-        }
-        Some(package) => {
+    // What is pushed, and where blobs a `get` of this resource fetched
+    // may be mounted from (see `origin_repository`).
+    let (what, origin_of, input) = match (&params.package, &params.artifact) {
+        (Some(package), _) => {
             let path = input::locate(src, &package.path).context("params.package.path")?;
-            let (preparing, package) = (path.clone(), package.clone());
+            let base = match package.base.as_str() {
+                "" => None,
+                glob => Some(input::locate(src, glob).context("params.package.base")?),
+            };
+            let (preparing, package, dir) = (path.clone(), package.clone(), src.to_path_buf());
             let image = tokio::task::spawn_blocking(move || {
-                package::PackageImage::prepare(&preparing, &package)
+                package::PackageImage::prepare(&preparing, &package, &dir)
             })
             .await
             .context("the package reading thread failed")??;
-            (path, Input::Package(image))
+            (path.display().to_string(), base, Input::Package(image))
         }
-        None => {
+        (None, Some(artifact)) => {
+            let (params, dir) = (artifact.clone(), src.to_path_buf());
+            let input = tokio::task::spawn_blocking(move || {
+                artifact::ArtifactInput::prepare(&dir, &params)
+            })
+            .await
+            .context("the artifact reading thread failed")??;
+            let what = format!("an artifact of {} files", input.files.len());
+            (what, None, Input::Artifact(input))
+        }
+        (None, None) => {
             let path = input::locate(src, &params.image)?;
             let loading = path.clone();
             let input = tokio::task::spawn_blocking(move || Input::load(&loading))
                 .await
                 .context("the image reading thread failed")??;
-            (path, input)
+            (path.display().to_string(), Some(path), input)
         }
     };
-    let packed = matches!(input, Input::Package(_));
+    // What a later step (or a human) needs to pull exactly this build.
+    let names_digest = matches!(input, Input::Package(_) | Input::Artifact(_));
 
     let endpoint = Endpoint::connect(source, Access::Push).await?;
     let (client, repository) = (&endpoint.client, &endpoint.repository);
@@ -94,7 +129,9 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     {
         client.set_upload_chunk_bytes(bytes);
     }
-    let mount_from = input::origin_repository(&image_path)
+    let mount_from = origin_of
+        .as_deref()
+        .and_then(input::origin_repository)
         .filter(|origin| origin.api_host() == repository.api_host())
         .map(|origin| origin.path().to_owned());
     let existing = if tag_request.wants_aliases()? {
@@ -107,12 +144,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     let tags = tag_request.tags(&existing)?;
     let first = first_tag(&tags)?.to_owned();
 
-    tracing::info!(
-        "pushing {} to {} as {}",
-        image_path.display(),
-        repository,
-        tags.join(", ")
-    );
+    tracing::info!("pushing {} to {} as {}", what, repository, tags.join(", "));
     let progress = Progress::new(source.debug);
     let pusher = Pusher {
         client,
@@ -128,8 +160,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         MetadataField::new("repository", &endpoint.name),
         MetadataField::new("tags", tags.join(" ")),
     ];
-    if packed {
-        // What a later step (or a human) needs to pull exactly this build.
+    if names_digest {
         metadata.push(MetadataField::new("digest", digest.to_string()));
         metadata.push(MetadataField::new(
             "image",

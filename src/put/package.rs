@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::archive::{self, ArchiveKind};
+use super::base::{self, BaseImage};
 use crate::image::digest::{Algorithm, HashingWriter};
 use crate::image::tree_layer::{self, TreeStats};
 use crate::image::{Digest, media_type};
@@ -29,6 +30,8 @@ use crate::source::PackageParams;
 pub struct PackageImage {
     pub layer: Arc<TreeBlob>,
     config: Value,
+    /// `params.package.base`: the image the layer goes on top of.
+    pub base: Option<BaseImage>,
     /// Where an archive was unpacked; removed with the package.
     _unpacked: Option<tempfile::TempDir>,
 }
@@ -61,7 +64,8 @@ impl TreeBlob {
 impl PackageImage {
     /// Checks `params` against the directory at `path` (everything in it
     /// packable) before anything is sent.
-    pub fn prepare(path: &Path, params: &PackageParams) -> anyhow::Result<Self> {
+    /// `base` is relative to `src`.
+    pub fn prepare(path: &Path, params: &PackageParams, src: &Path) -> anyhow::Result<Self> {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("params.package.path: reading {}", path.display()))?;
         let (unpacked, root) = if meta.is_dir() {
@@ -83,6 +87,29 @@ impl PackageImage {
         let stats = tree_layer::measure(path)
             .with_context(|| format!("params.package.path: {}", path.display()))?;
         let mtime = source_date_epoch()?;
+        let base = if params.base.is_empty() {
+            None
+        } else {
+            let base_path =
+                super::input::locate(src, &params.base).context("params.package.base")?;
+            let wanted = params.platform.as_ref().map(|p| p.to_image_platform());
+            let base = BaseImage::load(&base_path, wanted.as_ref())
+                .with_context(|| format!("params.package.base: {}", base_path.display()))?;
+            if let Some(wanted) = &wanted {
+                let has = base::platform_of(base.config());
+                if !wanted.matches(Some(&has)) {
+                    bail!(
+                        "params.package.platform is {wanted}, but the base image is {}",
+                        crate::image::platform::describe_one(&has)
+                    );
+                }
+            }
+            Some(base)
+        };
+        let config = match &base {
+            Some(base) => on_base(base.config(), params, mtime)?,
+            None => config(params, mtime)?,
+        };
         Ok(PackageImage {
             layer: Arc::new(TreeBlob {
                 root: path.to_path_buf(),
@@ -91,15 +118,21 @@ impl PackageImage {
                 stats,
                 diff_id: Mutex::new(None),
             }),
-            config: config(params, mtime)?,
+            config,
+            base,
             _unpacked: unpacked,
         })
     }
 
-    /// The image config, naming the packed layer.
+    /// The image config, naming the packed layer (after the base's).
     pub fn config_bytes(&self, diff_id: &Digest) -> Vec<u8> {
         let mut config = self.config.clone();
-        config["rootfs"] = json!({"type": "layers", "diff_ids": [diff_id.to_string()]});
+        let mut diff_ids = match config["rootfs"]["diff_ids"].take() {
+            Value::Array(ids) => ids,
+            _ => Vec::new(),
+        };
+        diff_ids.push(json!(diff_id.to_string()));
+        config["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
         serde_json::to_vec(&config).unwrap_or_default()
     }
 
@@ -112,6 +145,33 @@ impl PackageImage {
             "layers": [{"mediaType": media_type::OCI_LAYER_GZIP, "digest": layer.0.to_string(), "size": layer.1}],
         });
         serde_json::to_vec(&manifest).unwrap_or_default()
+    }
+}
+
+impl PackageImage {
+    /// The base's manifest with the packed layer added and the new config,
+    /// its media types following the base's (Docker or OCI).
+    pub fn manifest_on_base(
+        base: &[u8],
+        base_type: &str,
+        config: (&Digest, u64),
+        layer: (&Digest, u64),
+    ) -> anyhow::Result<Vec<u8>> {
+        let mut manifest: Value =
+            serde_json::from_slice(base).context("the base image's manifest")?;
+        let layer_type = if base_type == media_type::DOCKER_MANIFEST {
+            media_type::DOCKER_LAYER_GZIP
+        } else {
+            media_type::OCI_LAYER_GZIP
+        };
+        let Some(layers) = manifest["layers"].as_array_mut() else {
+            bail!("the base image's manifest has no layers list");
+        };
+        layers
+            .push(json!({"mediaType": layer_type, "digest": layer.0.to_string(), "size": layer.1}));
+        manifest["config"]["digest"] = json!(config.0.to_string());
+        manifest["config"]["size"] = json!(config.1);
+        Ok(serde_json::to_vec(&manifest)?)
     }
 }
 
@@ -173,6 +233,79 @@ fn config(params: &PackageParams, mtime: u64) -> anyhow::Result<Value> {
         non_empty(&platform.architecture, "amd64"),
     );
     let created = tree_layer::rfc3339(mtime as i64)?;
+    let mut config = json!({
+        "architecture": architecture,
+        "os": os,
+        "created": created,
+        "config": settings(params)?,
+        "history": [history_entry(&created)],
+    });
+    if !platform.variant.is_empty() {
+        config["variant"] = json!(platform.variant);
+    }
+    Ok(config)
+}
+
+/// The base's config with the package's settings over it: `Entrypoint`,
+/// `Cmd`, `WorkingDir`, `User` replaced when given (a new entrypoint drops
+/// the base's command, as a Dockerfile's `ENTRYPOINT` does), `Env` and
+/// `Labels` merged by name; one more history entry; its own `created`.
+/// The base's `rootfs` stays: the packed layer's `diff_id` is appended.
+fn on_base(base: &Value, params: &PackageParams, mtime: u64) -> anyhow::Result<Value> {
+    let mut config = base.clone();
+    if !config.is_object() {
+        bail!("the base image's config is not a JSON object");
+    }
+    let created = tree_layer::rfc3339(mtime as i64)?;
+    let mut container = match config["config"].take() {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    let given = settings(params)?;
+    if given.contains_key("Entrypoint") && !given.contains_key("Cmd") {
+        container.remove("Cmd");
+    }
+    for (key, value) in given {
+        match (key.as_str(), container.get_mut(&key)) {
+            ("Env", Some(Value::Array(existing))) => {
+                for entry in value.as_array().into_iter().flatten() {
+                    let name = entry
+                        .as_str()
+                        .and_then(|e| e.split_once('='))
+                        .map(|(n, _)| n);
+                    existing.retain(|old| {
+                        old.as_str().and_then(|o| o.split_once('=')).map(|(n, _)| n) != name
+                    });
+                    existing.push(entry.clone());
+                }
+            }
+            ("Labels", Some(Value::Object(existing))) => {
+                if let Value::Object(labels) = value {
+                    existing.extend(labels);
+                }
+            }
+            _ => {
+                container.insert(key, value);
+            }
+        }
+    }
+    config["config"] = Value::Object(container);
+    config["created"] = json!(created);
+    let mut history = match config["history"].take() {
+        Value::Array(entries) => entries,
+        _ => Vec::new(),
+    };
+    history.push(history_entry(&created));
+    config["history"] = json!(history);
+    Ok(config)
+}
+
+fn history_entry(created: &str) -> Value {
+    json!({"created": created, "created_by": "registry-image out: params.package"})
+}
+
+/// The container settings `params` gives, by their config names.
+fn settings(params: &PackageParams) -> anyhow::Result<serde_json::Map<String, Value>> {
     let mut settings = serde_json::Map::new();
     if let Some(entrypoint) = &params.entrypoint {
         settings.insert("Entrypoint".into(), json!(entrypoint));
@@ -198,17 +331,7 @@ fn config(params: &PackageParams, mtime: u64) -> anyhow::Result<Value> {
     if !params.labels.is_empty() {
         settings.insert("Labels".into(), json!(params.labels));
     }
-    let mut config = json!({
-        "architecture": architecture,
-        "os": os,
-        "created": created,
-        "config": settings,
-        "history": [{"created": created, "created_by": "registry-image out: params.package"}],
-    });
-    if !platform.variant.is_empty() {
-        config["variant"] = json!(platform.variant);
-    }
-    Ok(config)
+    Ok(settings)
 }
 
 fn non_empty<'a>(value: &'a str, default: &'a str) -> &'a str {

@@ -8,6 +8,8 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+use super::artifact::ArtifactInput;
+use super::base::BaseImage;
 use super::blob_source::{BlobData, LocalBlob, hash};
 use super::docker_save::{self, DockerSaveImage, PushedLayer, SavedLayer};
 use super::input::Input;
@@ -47,8 +49,9 @@ impl Pusher<'_> {
     pub async fn push(&self, input: Input, tags: &[String]) -> anyhow::Result<Digest> {
         let top = match input {
             Input::Layout(layout) => self.push_layout(layout).await?,
-            Input::DockerSave(image) => self.push_docker_save(image, tags).await?,
+            Input::DockerSave(image) => self.push_docker_save(&image, tags).await?,
             Input::Package(package) => self.push_package(package).await?,
+            Input::Artifact(artifact) => self.push_artifact(artifact).await?,
         };
         stream::iter(tags)
             .map(|tag| {
@@ -118,7 +121,7 @@ impl Pusher<'_> {
 
     async fn push_docker_save(
         &self,
-        image: DockerSaveImage,
+        image: &DockerSaveImage,
         tags: &[String],
     ) -> anyhow::Result<RawManifest> {
         let config_digest = Digest::sha256_of(&image.config);
@@ -201,7 +204,7 @@ impl Pusher<'_> {
             })
             .collect();
         let (bytes, media_type) =
-            docker_save::manifest(&image, (&config_digest, image.config.len() as u64), &pushed)?;
+            docker_save::manifest(image, (&config_digest, image.config.len() as u64), &pushed)?;
         Ok(RawManifest {
             digest: Digest::sha256_of(&bytes),
             bytes: Bytes::from(bytes),
@@ -209,16 +212,22 @@ impl Pusher<'_> {
         })
     }
 
-    /// A packed directory: the layer first (packed, gzipped, hashed and
-    /// uploaded in one pass), then the config that names its `diff_id`.
+    /// A packed directory: the base image's blobs (if any) and the layer
+    /// (packed, gzipped, hashed and uploaded in one pass), then the config
+    /// that names its `diff_id`, then a manifest: the base's with one more
+    /// layer, or a new one.
     async fn push_package(&self, package: PackageImage) -> anyhow::Result<RawManifest> {
+        let base_manifest = match &package.base {
+            None => None,
+            Some(base) => Some(self.push_base(base).await?),
+        };
         let layer = self
             .upload(vec![Job {
                 expected: None,
                 source: LocalBlob::new(
                     BlobData::Tree(package.layer.clone()),
                     Algorithm::Sha256,
-                    "layer 1/1",
+                    "package layer",
                     self.progress,
                 ),
             }])
@@ -241,10 +250,95 @@ impl Pusher<'_> {
             ),
         }])
         .await?;
-        let bytes = PackageImage::manifest_bytes(
-            (&config_digest, config_size),
-            (&layer.digest, layer.size),
-        );
+        let (bytes, manifest_type) = match base_manifest {
+            None => (
+                PackageImage::manifest_bytes(
+                    (&config_digest, config_size),
+                    (&layer.digest, layer.size),
+                ),
+                media_type::OCI_MANIFEST.to_owned(),
+            ),
+            Some(base) => {
+                let bytes = PackageImage::manifest_on_base(
+                    &base.bytes,
+                    &base.media_type,
+                    (&config_digest, config_size),
+                    (&layer.digest, layer.size),
+                )?;
+                (bytes, base.media_type)
+            }
+        };
+        Ok(RawManifest {
+            digest: Digest::sha256_of(&bytes),
+            bytes: Bytes::from(bytes),
+            media_type: manifest_type,
+        })
+    }
+
+    /// Gets a package's base image into the repository: its manifest
+    /// (not pushed itself).
+    async fn push_base(&self, base: &BaseImage) -> anyhow::Result<RawManifest> {
+        match base {
+            BaseImage::Layout {
+                manifest, blobs, ..
+            } => {
+                let total = blobs.len() - 1;
+                let jobs = blobs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, blob)| Job {
+                        source: LocalBlob::new(
+                            BlobData::Slice(blob.data.clone()),
+                            blob.digest.algorithm(),
+                            &match i {
+                                0 => "base config".to_owned(),
+                                _ => format!("base layer {i}/{total}"),
+                            },
+                            self.progress,
+                        ),
+                        expected: Some((blob.digest.clone(), blob.size)),
+                    })
+                    .collect();
+                self.upload(jobs).await?;
+                Ok(manifest.clone())
+            }
+            BaseImage::DockerSave { image, .. } => self.push_docker_save(image, &[]).await,
+        }
+    }
+
+    /// An artifact: the config and the files, each file hashed while it
+    /// is uploaded; then the manifest naming them.
+    async fn push_artifact(&self, artifact: ArtifactInput) -> anyhow::Result<RawManifest> {
+        let (config, _) = &artifact.config;
+        let config_digest = Digest::sha256_of(config);
+        let config_size = config.len() as u64;
+        let total = artifact.files.len();
+        let mut jobs = vec![Job {
+            expected: Some((config_digest.clone(), config_size)),
+            source: LocalBlob::new(
+                BlobData::Memory(config.clone()),
+                Algorithm::Sha256,
+                "config",
+                self.progress,
+            ),
+        }];
+        for (i, file) in artifact.files.iter().enumerate() {
+            jobs.push(Job {
+                expected: None,
+                source: LocalBlob::new(
+                    BlobData::Slice(file.data.clone()),
+                    Algorithm::Sha256,
+                    &format!("file {}/{total} {}", i + 1, file.title),
+                    self.progress,
+                ),
+            });
+        }
+        let outcomes = self.upload(jobs).await?;
+        let files: Vec<(Digest, u64)> = outcomes[1..]
+            .iter()
+            .map(|o| (o.digest.clone(), o.size))
+            .collect();
+        let bytes = artifact.manifest_bytes((&config_digest, config_size), &files);
         Ok(RawManifest {
             digest: Digest::sha256_of(&bytes),
             bytes: Bytes::from(bytes),

@@ -118,6 +118,31 @@ impl RegistryClient {
         }))
     }
 
+    /// Deletes the manifest `reference` (a tag or a digest) names: `Ok(true)`
+    /// when the registry accepted, `Ok(false)` when it says there is no such
+    /// manifest, and a [`StatusError`] when it refused (e.g. 400 or 405
+    /// from a registry that deletes only by digest, or not at all).
+    pub async fn delete_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+    ) -> anyhow::Result<bool> {
+        let url = self
+            .url(&format!("/v2/{}/manifests/{reference}", repo.path()))
+            .await?;
+        let response = self
+            .send(Method::DELETE, url, repo.path(), |r| r)
+            .await
+            .with_context(|| format!("deleting {repo}:{reference}"))?;
+        match response.status() {
+            StatusCode::OK | StatusCode::ACCEPTED | StatusCode::NO_CONTENT => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(anyhow!(
+                StatusError::from_response(Method::DELETE, response).await
+            )),
+        }
+    }
+
     /// Stores a manifest's exact bytes under `reference` (a tag or a
     /// digest) with its media type, so its digest is kept. Works whether or
     /// not the registry answers with a `Location` (ECR does not).
