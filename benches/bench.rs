@@ -1,7 +1,8 @@
-//! `scripts/bench [check|get|put|package|soak]`: benchmarks against a local registry,
+//! `scripts/bench [check|get|put|package|artifact|soak]`: benchmarks against a local registry,
 //! printing ratios against the comparison measured in the same run, and
 //! peak RSS. Not a test: it asserts only that each run succeeded.
 
+mod artifact;
 mod measure;
 mod package;
 mod soak;
@@ -37,7 +38,10 @@ fn main() {
             "put" => bench_put(),
             "soak" => soak::run(),
             "package" => package::run(),
-            other => panic!("unknown benchmark {other:?}: use check, get, put, package or soak"),
+            "artifact" => artifact::run(),
+            other => panic!(
+                "unknown benchmark {other:?}: use check, get, put, package, artifact or soak"
+            ),
         }
     }
 }

@@ -120,6 +120,22 @@ pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Runs our `/opt/resource/<step> DIR` with `request`; it must succeed.
+pub fn resource_step(
+    step: &str,
+    dir: &std::path::Path,
+    request: &serde_json::Value,
+) -> Measurement {
+    let m = run(
+        &super::support::resource_dir().join(step),
+        &[dir.into()],
+        &[],
+        request.to_string().as_bytes(),
+    );
+    assert!(m.success, "{step} failed: {}", m.stderr);
+    m
+}
+
 /// `skopeo ARGS` with its blob-info cache on a private tmpfs, so it cannot
 /// turn a fresh push into mounts from what earlier runs pushed.
 pub fn skopeo(args: &str) -> Measurement {

@@ -32,14 +32,7 @@ pub fn run() {
     let ours = |checkout: &str, repo: &str| -> Measurement {
         let request = json!({"source": {"repository": registry.repo(repo), "tag": "latest"},
                              "params": {"package": {"path": "app", "prefix": "/srv"}}});
-        let m = measure::run(
-            &support::resource_dir().join("out"),
-            &[shm.join(checkout).into()],
-            &[],
-            request.to_string().as_bytes(),
-        );
-        assert!(m.success, "out failed: {}", m.stderr);
-        m
+        measure::resource_step("out", &shm.join(checkout), &request)
     };
     let peer = |run: usize| -> Vec<Measurement> {
         let layout = shm.join(format!("umoci-{run}"));

@@ -352,6 +352,24 @@ fn hostile_archives_are_refused_before_anything_is_pushed() {
         let out = push(&registry, src.path(), "pkg/hostile", json!({"path": path}));
         let line = out.error_line();
         assert!(line.contains(expected), "{path}: {line}");
+        // As Concourse runs resources: root in a user namespace.
+        let request = json!({"source": {"repository": registry.repo("pkg/hostile"), "tag": "latest"},
+                             "params": {"package": {"path": path}}});
+        let out = support::run_program(
+            Path::new("/usr/bin/unshare"),
+            &[
+                "--user",
+                "--map-root-user",
+                support::resource_dir().join("out").to_str().unwrap(),
+                src.path().to_str().unwrap(),
+            ],
+            request.to_string().as_bytes(),
+        );
+        let line = out.error_line();
+        assert!(
+            line.contains(expected),
+            "{path} in a user namespace: {line}"
+        );
     }
     assert_eq!(
         std::fs::read_dir(&outside).unwrap().count(),

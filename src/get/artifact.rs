@@ -1,7 +1,8 @@
 //! `format: artifact`: each layer of a manifest written as a file in
 //! `dest/files`, named by its title (`org.opencontainers.image.title`, as
 //! ORAS pushes files) or, untitled, `<algorithm>-<hex>`; the config as
-//! `metadata.json` when it is JSON (not the empty descriptor); the
+//! `metadata.json` when it is JSON of at most 4 MiB (not the empty
+//! descriptor); the
 //! manifest's annotations as `annotations.json`.
 //!
 //! Works on any manifest, a container image's included (its layers are
@@ -18,13 +19,15 @@ use anyhow::{Context, bail};
 
 use super::metadata::write_file;
 use super::staged::Staged;
-use super::{pipeline, settle};
+use super::{pipeline, write_blob};
 use crate::image::manifest::{Descriptor, ImageManifest, parse_manifest};
 use crate::image::media_type;
 use crate::progress::Progress;
 use crate::reference::Repository;
 use crate::registry::{Manifest, RegistryClient};
 
+/// A config bigger than this is not metadata: it is not fetched.
+const MAX_METADATA_BYTES: u64 = 4 << 20;
 /// Longest file name most filesystems hold.
 const MAX_NAME_BYTES: usize = 255;
 
@@ -55,13 +58,7 @@ pub async fn write(
         let target = dir.clone();
         pipeline(client, repository, progress, &blobs, move |readers| {
             for ((blob, mut reader), name) in readers.into_iter().zip(names) {
-                let mut tmp = tempfile::NamedTempFile::new_in(&target)?;
-                let copied = std::io::copy(&mut reader, &mut tmp)
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from);
-                settle(&blob.digest, &mut reader, copied)?;
-                tmp.persist(target.join(&name))
-                    .with_context(|| format!("writing {name}"))?;
+                write_blob(&target, &name, &blob, &mut reader)?;
             }
             Ok(())
         })
@@ -70,7 +67,12 @@ pub async fn write(
     .await;
     staged.commit(built).await?;
 
-    if manifest.config.media_type != media_type::OCI_EMPTY {
+    if manifest.config.size > MAX_METADATA_BYTES {
+        tracing::info!(
+            "the config ({} bytes) is too big for metadata.json: not written",
+            manifest.config.size
+        );
+    } else if manifest.config.media_type != media_type::OCI_EMPTY {
         let config = client
             .get_small_blob(repository, &manifest.config.digest()?)
             .await

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::metadata::write_file;
 use super::staged::Staged;
-use super::{pipeline, settle};
+use super::{pipeline, write_blob};
 use crate::image::manifest::{Descriptor, parse_index, parse_manifest};
 use crate::image::{Digest, media_type};
 use crate::progress::Progress;
@@ -141,12 +141,8 @@ impl LayoutWriter {
             &missing,
             move |readers| {
                 for (blob, mut reader) in readers {
-                    let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-                    let copied = std::io::copy(&mut reader, &mut tmp)
-                        .map(|_| ())
-                        .map_err(anyhow::Error::from);
-                    settle(&blob.digest, &mut reader, copied)?;
-                    tmp.persist(dir.join(blob.digest()?.hex()))?;
+                    let name = blob.digest()?.hex().to_owned();
+                    write_blob(&dir, &name, &blob, &mut reader)?;
                 }
                 Ok(())
             },

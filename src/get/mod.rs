@@ -284,6 +284,24 @@ async fn pipeline<T: Send + 'static>(
     Ok(value)
 }
 
+/// Streams a blob into `dir/name` through a temp file that takes the name
+/// only once the blob's digest matched.
+fn write_blob(
+    dir: &Path,
+    name: &str,
+    blob: &Descriptor,
+    reader: &mut BlobReader,
+) -> anyhow::Result<()> {
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let copied = std::io::copy(reader, &mut tmp)
+        .map(|_| ())
+        .map_err(anyhow::Error::from);
+    settle(&blob.digest, reader, copied)?;
+    tmp.persist(dir.join(name))
+        .with_context(|| format!("writing {name}"))?;
+    Ok(())
+}
+
 /// Reads a blob to its end, reporting a digest mismatch over whatever error
 /// `used` (the work done on its data) had: a corrupted blob usually breaks
 /// the stream's format before its end, and the mismatch is the cause.
