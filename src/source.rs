@@ -72,7 +72,7 @@ impl fmt::Debug for Secret {
 }
 
 /// The `source` of a resource.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     #[serde(default)]
@@ -145,7 +145,7 @@ pub struct Source {
 }
 
 /// `source.registry_mirror`: a pull-through mirror for Docker Hub.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryMirror {
     #[serde(default)]
@@ -210,6 +210,31 @@ pub struct PutParams {
     /// Delete tags (or the manifests under them) instead of pushing.
     #[serde(default)]
     pub delete: Option<DeleteParams>,
+    /// Copy (promote) an image by digest from another repository.
+    #[serde(default)]
+    pub copy: Option<CopyParams>,
+}
+
+/// `params.copy`: an image (or a whole index) copied by digest from
+/// another repository, of this registry or another.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyParams {
+    /// `REGISTRY/REPOSITORY@sha256:…`.
+    #[serde(default)]
+    pub from: String,
+    /// A glob naming a `get` output directory: its `repository` and
+    /// `digest` files say what to copy.
+    #[serde(default)]
+    pub from_dir: String,
+    /// Credentials and TLS settings for the origin (the fields of a
+    /// `source`, without `repository`). When left out, an origin on this
+    /// registry is read with this resource's credentials.
+    #[serde(default)]
+    pub source: Option<Source>,
+    /// Also copy the manifests that refer to it (signatures, attestations).
+    #[serde(default)]
+    pub referrers: bool,
 }
 
 /// `params.artifact`: files pushed as an OCI 1.1 artifact, one layer each.

@@ -100,7 +100,7 @@ impl BaseImage {
                     config,
                 })
             }
-            Input::Package(_) | Input::Artifact(_) => {
+            Input::Package(_) | Input::Artifact(_) | Input::Remote(_) => {
                 bail!("internal error: a base image loaded as a package")
             }
         }

@@ -12,14 +12,19 @@ use tokio::sync::mpsc;
 
 use super::package::{TreeBlob, gzip_tree};
 use super::store::FileSlice;
+use crate::image::Digest;
 use crate::image::digest::{Algorithm, Hasher};
 use crate::progress::Progress;
-use crate::registry::{BlobSource, Piece};
+use crate::reference::Repository;
+use crate::registry::blob::BlobChunk;
+use crate::registry::{BlobSource, Piece, RegistryClient};
 
 /// Bytes per message to the uploader.
 const PIECE_BYTES: usize = 256 << 10;
 /// Messages buffered ahead of the uploader (with the piece size, 1 MiB).
 const PIECES_BUFFERED: usize = 4;
+/// Download chunks (≤ 64 KiB each) buffered ahead of a relay.
+const RELAY_CHUNKS: usize = 64;
 
 /// What a blob's bytes are.
 #[derive(Clone, Debug)]
@@ -30,6 +35,41 @@ pub enum BlobData {
     Gzip(FileSlice),
     /// A directory packed into a layer and gzipped while it is sent.
     Tree(Arc<TreeBlob>),
+    /// A blob of another repository (`params.copy`), relayed as it is
+    /// downloaded (verified, resumable), never stored.
+    Remote(Arc<RemoteBlob>),
+}
+
+/// A blob to relay from another repository, maybe of another registry.
+pub struct RemoteBlob {
+    pub client: Arc<RegistryClient>,
+    pub repository: Repository,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl std::fmt::Debug for RemoteBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteBlob({}@{})", self.repository, self.digest)
+    }
+}
+
+impl RemoteBlob {
+    /// Starts the download; its chunks, then `Verified` or `Failed`.
+    fn start(&self) -> mpsc::Receiver<BlobChunk> {
+        let (tx, rx) = mpsc::channel(RELAY_CHUNKS);
+        let (client, repository, digest, size) = (
+            self.client.clone(),
+            self.repository.clone(),
+            self.digest.clone(),
+            self.size,
+        );
+        tokio::spawn(async move {
+            // The outcome also arrives down the channel.
+            let _ = client.download_blob(&repository, &digest, size, tx).await;
+        });
+        rx
+    }
 }
 
 impl BlobData {
@@ -39,6 +79,7 @@ impl BlobData {
             BlobData::Slice(s) | BlobData::Gzip(s) => s.len,
             BlobData::Memory(b) => b.len() as u64,
             BlobData::Tree(tree) => tree.stats.file_bytes,
+            BlobData::Remote(remote) => remote.size,
         }
     }
 }
@@ -88,9 +129,17 @@ impl BlobSource for LocalBlob {
         }
         let data = self.data.clone();
         let algorithm = self.algorithm;
+        // A download is an async task; the relay reads it on this thread.
+        let download = match &data {
+            BlobData::Remote(remote) => Some(remote.start()),
+            _ => None,
+        };
         tokio::task::spawn_blocking(move || {
             let mut out = PieceWriter::new(tx, algorithm);
-            let produced = produce(&data, &mut out, bar.as_ref());
+            let produced = match download {
+                Some(chunks) => relay(chunks, &mut out, bar.as_ref()),
+                None => produce(&data, &mut out, bar.as_ref()),
+            };
             out.finish(produced);
         });
         rx
@@ -115,7 +164,33 @@ fn produce(data: &BlobData, out: &mut PieceWriter, bar: Option<&ProgressBar>) ->
             })
         }
         BlobData::Tree(tree) => pack(tree, out, bar),
+        BlobData::Remote(_) => Err(io::Error::other(
+            "internal error: a remote blob not relayed",
+        )),
     }
+}
+
+/// Passes a download's chunks on; ends well only once it was verified.
+fn relay(
+    mut chunks: mpsc::Receiver<BlobChunk>,
+    out: &mut PieceWriter,
+    bar: Option<&ProgressBar>,
+) -> io::Result<()> {
+    while let Some(chunk) = chunks.blocking_recv() {
+        match chunk {
+            BlobChunk::Data(bytes) => {
+                out.write_all(&bytes)?;
+                if let Some(bar) = bar {
+                    bar.inc(bytes.len() as u64);
+                }
+            }
+            BlobChunk::Verified => return Ok(()),
+            BlobChunk::Failed(e) => return Err(io::Error::other(e)),
+        }
+    }
+    Err(io::Error::other(
+        "the download ended without being verified",
+    ))
 }
 
 /// Packs and gzips a tree (see `package::gzip_tree`), recording its

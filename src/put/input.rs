@@ -20,6 +20,8 @@ pub enum Input {
     Package(super::package::PackageImage),
     /// `params.artifact`: files pushed as an OCI artifact.
     Artifact(super::artifact::ArtifactInput),
+    /// `params.copy`: an image of another repository.
+    Remote(Box<super::copy::RemoteImage>),
 }
 
 /// The one path `pattern` (relative to `src`; a leading `/` is still under

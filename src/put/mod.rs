@@ -9,6 +9,7 @@ mod archive;
 mod artifact;
 mod base;
 mod blob_source;
+mod copy;
 mod delete;
 mod docker_save;
 pub mod gzip;
@@ -46,13 +47,14 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         ("package", params.package.is_some()),
         ("artifact", params.artifact.is_some()),
         ("delete", params.delete.is_some()),
+        ("copy", params.copy.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))
     .collect();
     if chosen.len() > 1 {
         bail!(
-            "params.{} cannot be combined: a put pushes an image, packs one, pushes an artifact or deletes",
+            "params.{} cannot be combined: a put pushes an image, packs one, pushes an artifact, copies one or deletes",
             chosen.join(" and params.")
         );
     }
@@ -84,8 +86,17 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
 
     // What is pushed, and where blobs a `get` of this resource fetched
     // may be mounted from (see `origin_repository`).
-    let (what, origin_of, input) = match (&params.package, &params.artifact) {
-        (Some(package), _) => {
+    let (what, origin_of, input) = match (&params.copy, &params.package, &params.artifact) {
+        (Some(copy), _, _) => {
+            let (repository, digest) = copy::origin_reference(copy, src)?;
+            let origin = copy::origin_source(copy, &repository, source)?;
+            let image = copy::RemoteImage::read(&origin, &digest, copy.referrers)
+                .await
+                .with_context(|| format!("reading {repository}@{digest}"))?;
+            let what = format!("{repository}@{digest}");
+            (what, None, Input::Remote(Box::new(image)))
+        }
+        (None, Some(package), _) => {
             let path = input::locate(src, &package.path).context("params.package.path")?;
             let base = match package.base.as_str() {
                 "" => None,
@@ -99,7 +110,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
             .context("the package reading thread failed")??;
             (path.display().to_string(), base, Input::Package(image))
         }
-        (None, Some(artifact)) => {
+        (None, None, Some(artifact)) => {
             let (params, dir) = (artifact.clone(), src.to_path_buf());
             let input = tokio::task::spawn_blocking(move || {
                 artifact::ArtifactInput::prepare(&dir, &params)
@@ -109,7 +120,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
             let what = format!("an artifact of {} files", input.files.len());
             (what, None, Input::Artifact(input))
         }
-        (None, None) => {
+        (None, None, None) => {
             let path = input::locate(src, &params.image)?;
             let loading = path.clone();
             let input = tokio::task::spawn_blocking(move || Input::load(&loading))
@@ -119,7 +130,15 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         }
     };
     // What a later step (or a human) needs to pull exactly this build.
-    let names_digest = matches!(input, Input::Package(_) | Input::Artifact(_));
+    let names_digest = matches!(
+        input,
+        Input::Package(_) | Input::Artifact(_) | Input::Remote(_)
+    );
+    // A copy keeps its digest, or fails.
+    let copied = match &input {
+        Input::Remote(image) => Some(image.top.digest.clone()),
+        _ => None,
+    };
 
     let endpoint = Endpoint::connect(source, Access::Push).await?;
     let (client, repository) = (&endpoint.client, &endpoint.repository);
@@ -129,9 +148,12 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     {
         client.set_upload_chunk_bytes(bytes);
     }
-    let mount_from = origin_of
-        .as_deref()
-        .and_then(input::origin_repository)
+    let copied_from = match &input {
+        Input::Remote(image) => Some(image.origin.repository.clone()),
+        _ => None,
+    };
+    let mount_from = copied_from
+        .or_else(|| origin_of.as_deref().and_then(input::origin_repository))
         .filter(|origin| origin.api_host() == repository.api_host())
         .map(|origin| origin.path().to_owned());
     let existing = if tag_request.wants_aliases()? {
@@ -155,6 +177,11 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     let pushed = pusher.push(input, &tags).await;
     progress.finish();
     let digest = pushed.context("pushing image failed")?;
+    if let Some(origin) = copied
+        && origin != digest
+    {
+        bail!("the copy is served as {digest}, not as the origin's {origin}");
+    }
     tracing::info!("pushed {}@{digest}", endpoint.name);
     let mut metadata = vec![
         MetadataField::new("repository", &endpoint.name),

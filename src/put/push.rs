@@ -2,15 +2,18 @@
 //! mounted or uploaded), then the manifests below the top by digest, then
 //! the top manifest under every tag.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
+use serde_json::Value;
 
 use super::artifact::ArtifactInput;
 use super::base::BaseImage;
-use super::blob_source::{BlobData, LocalBlob, hash};
+use super::blob_source::{BlobData, LocalBlob, RemoteBlob, hash};
+use super::copy::RemoteImage;
 use super::docker_save::{self, DockerSaveImage, PushedLayer, SavedLayer};
 use super::input::Input;
 use super::layout::{LayoutImage, RawManifest};
@@ -21,6 +24,7 @@ use crate::image::manifest::parse_manifest;
 use crate::image::{Digest, media_type};
 use crate::progress::Progress;
 use crate::reference::{Repository, Target};
+use crate::registry::referrers::{self, fallback_index, fallback_tag};
 use crate::registry::upload::Transfer;
 use crate::registry::{RegistryClient, UploadOutcome, UploadRequest};
 
@@ -52,6 +56,7 @@ impl Pusher<'_> {
             Input::DockerSave(image) => self.push_docker_save(&image, tags).await?,
             Input::Package(package) => self.push_package(package).await?,
             Input::Artifact(artifact) => self.push_artifact(artifact).await?,
+            Input::Remote(remote) => self.push_remote(&remote).await?,
         };
         stream::iter(tags)
             .map(|tag| {
@@ -92,9 +97,14 @@ impl Pusher<'_> {
             })
             .collect();
         self.upload(jobs).await?;
-        // Images first, all at once; then indexes, children before parents.
-        let (indexes, images): (Vec<_>, Vec<_>) = layout
-            .children
+        self.put_children(&layout.children).await?;
+        Ok(layout.top)
+    }
+
+    /// Manifests below a top one, by digest: images first, all at once;
+    /// then indexes, in order (each after its children).
+    async fn put_children(&self, children: &[RawManifest]) -> anyhow::Result<()> {
+        let (indexes, images): (Vec<_>, Vec<_>) = children
             .iter()
             .partition(|m| media_type::is_index(&m.media_type));
         stream::iter(images)
@@ -105,7 +115,88 @@ impl Pusher<'_> {
         for index in indexes {
             self.put_by_digest(index).await?;
         }
-        Ok(layout.top)
+        Ok(())
+    }
+
+    /// A copy from another repository: every blob relayed (or mounted, or
+    /// skipped), the manifests below the top, the top by digest, then the
+    /// referrers and their fallback indexes and legacy tags.
+    async fn push_remote(&self, image: &RemoteImage) -> anyhow::Result<RawManifest> {
+        let jobs = image
+            .blobs
+            .iter()
+            .map(|(digest, size)| Job {
+                source: LocalBlob::new(
+                    BlobData::Remote(Arc::new(RemoteBlob {
+                        client: image.client().clone(),
+                        repository: image.origin.repository.clone(),
+                        digest: digest.clone(),
+                        size: *size,
+                    })),
+                    digest.algorithm(),
+                    &digest.to_string(),
+                    self.progress,
+                ),
+                expected: Some((digest.clone(), *size)),
+            })
+            .collect();
+        self.upload(jobs).await?;
+        self.put_children(&image.children).await?;
+        self.put_by_digest(&image.top).await?;
+        if image.referrers.is_empty() && image.legacy_tags.is_empty() {
+            return Ok(image.top.clone());
+        }
+        self.put_children(&image.referrers).await?;
+        for (subject, descriptors) in &image.referrer_lists {
+            self.add_referrers(subject, descriptors).await?;
+        }
+        for (tag, manifest) in &image.legacy_tags {
+            self.client
+                .put_manifest(self.repo, tag, &manifest.media_type, &manifest.bytes)
+                .await?;
+        }
+        tracing::info!(
+            "copied {} referrer manifests and {} legacy signature tags",
+            image.referrers.len(),
+            image.legacy_tags.len()
+        );
+        Ok(image.top.clone())
+    }
+
+    /// Lists `descriptors` as referrers of `subject` on a registry without
+    /// the referrers API: merged into its `sha256-<hex>` fallback index.
+    async fn add_referrers(&self, subject: &Digest, descriptors: &[Value]) -> anyhow::Result<()> {
+        if self
+            .client
+            .referrers_api(self.repo, subject)
+            .await?
+            .is_some()
+        {
+            // The registry indexes `subject` fields itself.
+            return Ok(());
+        }
+        let tag = fallback_tag(subject);
+        let mut listed = match self
+            .client
+            .get_manifest(self.repo, &Target::Tag(tag.clone()))
+            .await?
+        {
+            Some(index) => referrers::descriptors(&index.bytes)?,
+            None => Vec::new(),
+        };
+        let before = listed.len();
+        for descriptor in descriptors {
+            if !listed.iter().any(|d| d["digest"] == descriptor["digest"]) {
+                listed.push(descriptor.clone());
+            }
+        }
+        if listed.len() == before {
+            return Ok(());
+        }
+        let bytes = Bytes::from(fallback_index(&listed));
+        self.client
+            .put_manifest(self.repo, &tag, media_type::OCI_INDEX, &bytes)
+            .await
     }
 
     async fn put_by_digest(&self, manifest: &RawManifest) -> anyhow::Result<()> {

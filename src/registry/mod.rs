@@ -12,6 +12,7 @@ pub mod client;
 pub mod error;
 pub mod http;
 pub mod manifest;
+pub mod referrers;
 pub mod retry;
 pub mod tags;
 pub mod upload;

@@ -1,0 +1,121 @@
+//! The manifests that refer to a manifest (signatures, attestations, SBOMs):
+//! the OCI 1.1 referrers API, `GET /v2/<name>/referrers/<digest>`, and, on
+//! registries without it (the CNCF registry 2.x and 3.x), the fallback tag
+//! `<algorithm>-<hex>` holding an index of them.
+//!
+//! Descriptors are kept as JSON values: their `artifactType` and
+//! annotations must survive a copy into another fallback index.
+
+use anyhow::anyhow;
+use reqwest::{Method, StatusCode, header};
+use serde_json::Value;
+
+use super::client::RegistryClient;
+use super::error::StatusError;
+use crate::image::{Digest, media_type};
+use crate::reference::{Repository, Target};
+
+/// A referrers index larger than this is refused.
+const MAX_REFERRERS_BYTES: usize = 4 << 20;
+
+/// Where a repository's referrers of one manifest were found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReferrersFrom {
+    Api,
+    FallbackTag,
+    Nowhere,
+}
+
+impl RegistryClient {
+    /// The descriptors of the manifests whose `subject` is `digest`: from
+    /// the referrers API when the registry has it, else from the fallback
+    /// tag.
+    pub async fn referrers(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> anyhow::Result<(ReferrersFrom, Vec<Value>)> {
+        if let Some(list) = self.referrers_api(repo, digest).await? {
+            return Ok((ReferrersFrom::Api, list));
+        }
+        match self
+            .get_manifest(repo, &Target::Tag(fallback_tag(digest)))
+            .await?
+        {
+            Some(index) => Ok((ReferrersFrom::FallbackTag, descriptors(&index.bytes)?)),
+            None => Ok((ReferrersFrom::Nowhere, Vec::new())),
+        }
+    }
+
+    /// The referrers API's answer, or `None` when the registry has no such
+    /// API (404 without an index, 400, 405, 406, or another content type).
+    pub async fn referrers_api(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> anyhow::Result<Option<Vec<Value>>> {
+        let url = self
+            .url(&format!("/v2/{}/referrers/{digest}", repo.path()))
+            .await?;
+        let response = self
+            .send(Method::GET, url, repo.path(), |r| {
+                r.header(header::ACCEPT, media_type::OCI_INDEX)
+            })
+            .await?;
+        let is_index = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(media_type::OCI_INDEX));
+        match response.status() {
+            StatusCode::OK if is_index => {
+                let bytes = super::http::read_limited(response, MAX_REFERRERS_BYTES).await?;
+                Ok(Some(descriptors(&bytes)?))
+            }
+            StatusCode::OK
+            | StatusCode::NOT_FOUND
+            | StatusCode::BAD_REQUEST
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::NOT_ACCEPTABLE => Ok(None),
+            _ => Err(anyhow!(
+                StatusError::from_response(Method::GET, response).await
+            )),
+        }
+    }
+}
+
+/// The fallback tag of a manifest's referrers: `sha256-<hex>`.
+pub fn fallback_tag(digest: &Digest) -> String {
+    digest.to_string().replacen(':', "-", 1)
+}
+
+/// An index's `manifests`, as JSON values.
+pub fn descriptors(index: &[u8]) -> anyhow::Result<Vec<Value>> {
+    let index: Value =
+        serde_json::from_slice(index).map_err(|e| anyhow!("a referrers index is not JSON: {e}"))?;
+    Ok(match index.get("manifests") {
+        Some(Value::Array(list)) => list.clone(),
+        _ => Vec::new(),
+    })
+}
+
+/// A fallback index of `descriptors`.
+pub fn fallback_index(descriptors: &[Value]) -> Vec<u8> {
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": descriptors,
+    });
+    serde_json::to_vec(&index).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_tag_is_algorithm_dash_hex() {
+        let digest = Digest::sha256_of(b"x");
+        assert_eq!(fallback_tag(&digest), format!("sha256-{}", digest.hex()));
+    }
+}

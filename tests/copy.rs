@@ -1,0 +1,272 @@
+//! `out` with `params.copy`: promotion by digest. Same registry: blobs are
+//! mounted, nothing downloaded. Across registries (basic auth → TLS):
+//! blobs relayed. A whole index keeps every platform and its digest; with
+//! `referrers: true`, signatures come along. skopeo reads the result.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::image::{OCI_INDEX, TestImage, index};
+use support::{StepOutput, TestRegistry, run_step};
+
+/// A two-platform index in `repo:tag` of `registry`; its digest.
+fn push_index(registry: &TestRegistry, repo: &str, tag: &str) -> String {
+    let image = |arch: &str| {
+        use support::image::{Entry, tar};
+        let layer = tar(&[Entry::file("seed", format!("{repo}-{arch}"))]);
+        TestImage::new(vec![layer], json!({}), ("linux", arch))
+    };
+    let (amd, arm) = (image("amd64"), image("arm64"));
+    registry.push(repo, &amd.digest(), &amd);
+    registry.push(repo, &arm.digest(), &arm);
+    let index = index(&[(&amd, "linux", "amd64"), (&arm, "linux", "arm64")]);
+    registry.put_manifest(repo, tag, OCI_INDEX, &index)
+}
+
+fn copy(destination: Value, params: Value, dir: &std::path::Path) -> StepOutput {
+    run_step(
+        "out",
+        &[dir.to_str().unwrap()],
+        &json!({"source": destination, "params": params}),
+    )
+}
+
+fn skopeo_raw(host: &str, reference: &str) -> Vec<u8> {
+    support::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{host}/{reference}"),
+    ])
+}
+
+#[test]
+fn same_registry_promotion_mounts_every_blob_and_keeps_the_index() {
+    let registry = TestRegistry::plain();
+    let digest = push_index(&registry, "staging/app", "rc");
+    let dir = tempfile::tempdir().unwrap();
+    let out = copy(
+        json!({"repository": registry.repo("prod/app"), "tag": "latest", "debug": true}),
+        json!({"copy": {"from": format!("{}@{digest}", registry.repo("staging/app"))},
+               "version": "1.0.0"}),
+        dir.path(),
+    );
+    let response = out.json();
+    assert_eq!(
+        response["version"],
+        json!({"tag": "latest", "digest": digest})
+    );
+    assert!(
+        out.metadata().contains(&(
+            "image".to_owned(),
+            format!("{}@{digest}", registry.repo("prod/app"))
+        )),
+        "{:?}",
+        out.metadata()
+    );
+    assert!(out.stderr.contains("mounted"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains(": uploaded"),
+        "nothing uploaded: {}",
+        out.stderr
+    );
+    for tag in ["latest", "1.0.0"] {
+        assert_eq!(registry.digest_of("prod/app", tag), Some(digest.clone()));
+    }
+    // skopeo sees the same index bytes and both platforms' images.
+    assert_eq!(
+        skopeo_raw(&registry.host(), "prod/app:latest"),
+        skopeo_raw(&registry.host(), "staging/app:rc")
+    );
+    for platform in ["amd64", "arm64"] {
+        let config = support::skopeo(&[
+            "inspect",
+            "--config",
+            "--tls-verify=false",
+            &format!("--override-arch={platform}"),
+            &format!("docker://{}/prod/app:latest", registry.host()),
+        ]);
+        let config: Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(config["architecture"], platform);
+    }
+}
+
+#[test]
+fn cross_registry_promotion_relays_blobs_from_a_get_output() {
+    let origin = TestRegistry::basic("stage", "stage-pass");
+    let destination = TestRegistry::tls();
+    let digest = push_index(&origin, "team/app", "candidate");
+    // A get of the origin (no download) names what to promote.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("candidate")).unwrap();
+    let got = run_step(
+        "in",
+        &[dir.path().join("candidate").to_str().unwrap()],
+        &json!({"source": {"repository": origin.repo("team/app"),
+                           "username": "stage", "password": "stage-pass"},
+                "version": {"tag": "candidate", "digest": digest},
+                "params": {"skip_download": true}}),
+    );
+    assert!(got.success, "{}", got.stderr);
+    let out = copy(
+        json!({"repository": destination.repo("prod/app"), "tag": "stable", "debug": true,
+               "ca_certs": [destination.ca_pem()]}),
+        json!({"copy": {"from_dir": "candidate",
+                        "source": {"username": "stage", "password": "stage-pass"}}}),
+        dir.path(),
+    );
+    assert_eq!(out.json()["version"]["digest"], digest.as_str());
+    assert!(out.stderr.contains("uploaded"), "{}", out.stderr);
+    assert!(!out.stderr.contains("stage-pass"), "no secret printed");
+    assert_eq!(
+        destination.digest_of("prod/app", "stable"),
+        Some(digest.clone())
+    );
+    let raw = skopeo_raw(&destination.host(), "prod/app:stable");
+    assert_eq!(support::image::sha256(&raw), digest);
+
+    // Wrong origin credentials: one line, nothing tagged.
+    let refused = copy(
+        json!({"repository": destination.repo("prod/other"), "tag": "stable",
+               "ca_certs": [destination.ca_pem()]}),
+        json!({"copy": {"from": format!("{}@{digest}", origin.repo("team/app")),
+                        "source": {"username": "stage", "password": "wrong"}}}),
+        dir.path(),
+    );
+    let line = refused.error_line();
+    assert!(line.contains("team/app"), "{line}");
+    assert!(!refused.stderr.contains("wrong"), "{}", refused.stderr);
+    assert_eq!(destination.digest_of("prod/other", "stable"), None);
+}
+
+/// A signature-like artifact whose subject is `subject` (digest, size).
+fn push_signature(registry: &TestRegistry, repo: &str, subject: (&str, usize)) -> (String, Value) {
+    let empty = registry.put_blob(repo, b"{}");
+    let payload = registry.put_blob(repo, format!("signed {}", subject.0).as_bytes());
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.signature.v1",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": payload,
+                    "size": format!("signed {}", subject.0).len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": subject.0, "size": subject.1},
+    });
+    let bytes = manifest.to_string();
+    let digest = support::image::sha256(bytes.as_bytes());
+    registry.put_manifest(
+        repo,
+        &digest,
+        "application/vnd.oci.image.manifest.v1+json",
+        bytes.as_bytes(),
+    );
+    let descriptor = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "digest": digest, "size": bytes.len(),
+                            "artifactType": "application/vnd.example.signature.v1"});
+    (digest, descriptor)
+}
+
+#[test]
+fn referrers_and_legacy_signature_tags_come_along_when_asked() {
+    let registry = TestRegistry::plain();
+    let image = TestImage::seeded("signed");
+    let digest = registry.push("staging/signed", "rc", &image);
+    let (signature, descriptor) =
+        push_signature(&registry, "staging/signed", (&digest, image.manifest.len()));
+    // The registry has no referrers API: the fallback tag lists it, as
+    // oras and cosign write it.
+    let fallback = format!("sha256-{}", &digest["sha256:".len()..]);
+    let fallback_index =
+        json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [descriptor]});
+    registry.put_manifest(
+        "staging/signed",
+        &fallback,
+        OCI_INDEX,
+        fallback_index.to_string().as_bytes(),
+    );
+    // cosign's legacy tag.
+    let legacy = TestImage::seeded("cosign-signature");
+    let legacy_digest = registry.push("staging/signed", &format!("{fallback}.sig"), &legacy);
+
+    let dir = tempfile::tempdir().unwrap();
+    let from = format!("{}@{digest}", registry.repo("staging/signed"));
+    let without = copy(
+        json!({"repository": registry.repo("prod/plain"), "tag": "latest"}),
+        json!({"copy": {"from": from}}),
+        dir.path(),
+    );
+    assert!(without.success, "{}", without.stderr);
+    assert_eq!(
+        registry.tags("prod/plain"),
+        ["latest"],
+        "no referrers unless asked"
+    );
+
+    let with = copy(
+        json!({"repository": registry.repo("prod/signed"), "tag": "latest"}),
+        json!({"copy": {"from": from, "referrers": true}}),
+        dir.path(),
+    );
+    assert!(with.success, "{}", with.stderr);
+    assert_eq!(
+        registry.digest_of("prod/signed", &signature),
+        Some(signature.clone())
+    );
+    let (bytes, _) = registry.manifest("prod/signed", &fallback);
+    let copied_index: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(copied_index["manifests"][0]["digest"], signature.as_str());
+    assert_eq!(
+        copied_index["manifests"][0]["artifactType"],
+        "application/vnd.example.signature.v1"
+    );
+    assert_eq!(
+        registry.digest_of("prod/signed", &format!("{fallback}.sig")),
+        Some(legacy_digest)
+    );
+    // skopeo reads the copied signature's payload layer.
+    let raw = skopeo_raw(&registry.host(), &format!("prod/signed@{signature}"));
+    assert_eq!(support::image::sha256(&raw), signature);
+}
+
+#[test]
+fn bad_copy_params_fail_with_one_line_and_tag_nothing() {
+    let registry = TestRegistry::plain();
+    let digest = registry.push("staging/x", "rc", &TestImage::seeded("x"));
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = registry.repo("staging/x");
+    let cases = [
+        (json!({"copy": {}}), "needs from"),
+        (
+            json!({"copy": {"from": format!("{repo}:rc")}}),
+            "names no digest",
+        ),
+        (
+            json!({"copy": {"from": format!("{repo}@{digest}"), "from_dir": "x"}}),
+            "cannot both be set",
+        ),
+        (
+            json!({"copy": {"from": format!("{repo}@{missing}")}}),
+            "not found",
+        ),
+        (
+            json!({"copy": {"from": format!("{repo}@{digest}")}, "image": "x"}),
+            "cannot be combined",
+        ),
+        (
+            json!({"copy": {"from": format!("{repo}@{digest}"),
+                            "source": {"repository": "other/repo"}}}),
+            "name the origin in params.copy.from",
+        ),
+    ];
+    for (params, expected) in cases {
+        let out = copy(
+            json!({"repository": registry.repo("prod/x"), "tag": "latest"}),
+            params.clone(),
+            dir.path(),
+        );
+        let line = out.error_line();
+        assert!(line.contains(expected), "{params}: {line}");
+    }
+    assert_eq!(registry.digest_of("prod/x", "latest"), None);
+}
