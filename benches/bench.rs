@@ -1,8 +1,9 @@
-//! `scripts/bench [check|get|put|package|artifact|soak]`: benchmarks against a local registry,
+//! `scripts/bench [check|get|put|package|artifact|copy|soak]`: benchmarks against a local registry,
 //! printing ratios against the comparison measured in the same run, and
 //! peak RSS. Not a test: it asserts only that each run succeeded.
 
 mod artifact;
+mod copy;
 mod measure;
 mod package;
 mod soak;
@@ -39,8 +40,9 @@ fn main() {
             "soak" => soak::run(),
             "package" => package::run(),
             "artifact" => artifact::run(),
+            "copy" => copy::run(),
             other => panic!(
-                "unknown benchmark {other:?}: use check, get, put, package, artifact or soak"
+                "unknown benchmark {other:?}: use check, get, put, package, artifact, copy or soak"
             ),
         }
     }

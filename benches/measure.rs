@@ -121,15 +121,20 @@ pub fn ms(d: Duration) -> String {
 }
 
 /// Runs our `/opt/resource/<step> DIR` with `request`; it must succeed.
+/// `REGISTRY_IMAGE_UPLOAD_CHUNK_BYTES` is passed on when set (to try other
+/// chunk sizes).
 pub fn resource_step(
     step: &str,
     dir: &std::path::Path,
     request: &serde_json::Value,
 ) -> Measurement {
+    let envs: Vec<(&str, String)> = std::env::var("REGISTRY_IMAGE_UPLOAD_CHUNK_BYTES")
+        .map(|v| vec![("REGISTRY_IMAGE_UPLOAD_CHUNK_BYTES", v)])
+        .unwrap_or_default();
     let m = run(
         &super::support::resource_dir().join(step),
         &[dir.into()],
-        &[],
+        &envs,
         request.to_string().as_bytes(),
     );
     assert!(m.success, "{step} failed: {}", m.stderr);

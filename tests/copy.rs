@@ -270,3 +270,49 @@ fn bad_copy_params_fail_with_one_line_and_tag_nothing() {
     }
     assert_eq!(registry.digest_of("prod/x", "latest"), None);
 }
+
+#[test]
+fn a_relay_cut_on_both_sides_resumes_and_keeps_the_digest() {
+    use support::proxy::{Fault, FaultProxy};
+    let origin = TestRegistry::plain();
+    let destination = TestRegistry::plain();
+    let big = support::image::random_bytes(6 << 20, 42);
+    let image = TestImage::new(
+        vec![support::image::tar(&[support::image::Entry::file(
+            "big", &big,
+        )])],
+        json!({}),
+        ("linux", "amd64"),
+    );
+    let digest = origin.push("team/big", "rc", &image);
+    let layer = support::image::sha256(&image.layers[0]);
+    let (from_proxy, to_proxy) = (FaultProxy::start(&origin), FaultProxy::start(&destination));
+    // The origin's layer cut 1 MiB in; the destination's first chunk cut.
+    from_proxy.inject(
+        Some("GET"),
+        &format!("/blobs/{layer}"),
+        Fault::DropAfter(1 << 20),
+        1,
+    );
+    to_proxy.inject(
+        Some("PATCH"),
+        "/blobs/uploads/",
+        Fault::CutUpload(1 << 20),
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = copy(
+        json!({"repository": to_proxy.repo("prod/big"), "tag": "latest"}),
+        json!({"copy": {"from": format!("{}@{digest}", from_proxy.repo("team/big"))}}),
+        dir.path(),
+    );
+    assert_eq!(
+        out.json()["version"]["digest"],
+        digest.as_str(),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(from_proxy.pending_faults(), 0, "the download was cut");
+    assert_eq!(to_proxy.pending_faults(), 0, "the upload was cut");
+    assert_eq!(destination.digest_of("prod/big", "latest"), Some(digest));
+}

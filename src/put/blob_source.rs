@@ -24,7 +24,7 @@ const PIECE_BYTES: usize = 256 << 10;
 /// Messages buffered ahead of the uploader (with the piece size, 1 MiB).
 const PIECES_BUFFERED: usize = 4;
 /// Download chunks (≤ 64 KiB each) buffered ahead of a relay.
-const RELAY_CHUNKS: usize = 64;
+const RELAY_CHUNKS: usize = 16;
 
 /// What a blob's bytes are.
 #[derive(Clone, Debug)]
