@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod check;
+pub mod cli;
 pub mod concourse;
 pub mod endpoint;
 pub mod get;

@@ -1,5 +1,6 @@
 //! Dispatch only: invoked as `check`, `in` or `out` (argv[0], as Concourse
-//! runs `/opt/resource/check`), or as `registry-image check|in|out` for local use.
+//! runs `/opt/resource/check`), or as `registry-image check|in|out` for local use,
+//! or as `registry-image <verb>` for the crane-style command line (`cli`).
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -9,7 +10,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use registry_image::cli::{self, Connection};
 use registry_image::concourse::{self, CheckRequest, InRequest, OutRequest};
+use registry_image::source::Secret;
 use registry_image::{check, get, logging, put};
 
 #[derive(Parser)]
@@ -47,6 +50,149 @@ enum Command {
         /// The build's working directory that `params.image` is relative to.
         dir: Option<PathBuf>,
     },
+    /// List a repository's tags, one a line.
+    #[command(after_help = "Example:\n  registry-image ls registry.example.org/team/app")]
+    Ls {
+        repository: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Print the digest a reference resolves to.
+    #[command(after_help = "Example:\n  registry-image digest registry.example.org/team/app:1.2.3")]
+    Digest {
+        reference: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Print a manifest or index exactly as served (with --platform, that platform's image).
+    #[command(
+        after_help = "Example:\n  registry-image manifest registry.example.org/team/app:latest --platform linux/arm64"
+    )]
+    Manifest {
+        reference: String,
+        /// os/architecture[/variant] of the image to pick from an index.
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Print an image's config (of --platform, else this machine's, for an index).
+    #[command(
+        after_help = "Example:\n  registry-image config registry.example.org/team/app:latest"
+    )]
+    Config {
+        reference: String,
+        /// os/architecture[/variant] of the image to pick from an index.
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Write a blob to stdout, verified against its digest while it streams.
+    #[command(
+        after_help = "Example:\n  registry-image blob registry.example.org/team/app@sha256:… > layer.tar.gz"
+    )]
+    Blob {
+        reference: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Copy an image or index by digest (every platform), here or to another registry.
+    #[command(
+        after_help = "Example:\n  registry-image cp staging.example.org/team/app:rc prod.example.org/team/app:1.2.3 --all"
+    )]
+    Cp {
+        from: String,
+        /// REPOSITORY[:TAG]; the tag defaults to the source's.
+        to: String,
+        /// Also copy what refers to it: signatures, attestations, SBOMs.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Put a manifest under more tags (its digest kept).
+    #[command(
+        after_help = "Example:\n  registry-image tag registry.example.org/team/app:1.2.3 stable latest"
+    )]
+    Tag {
+        reference: String,
+        #[arg(required = true)]
+        tags: Vec<String>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Delete a tag, or by digest a manifest (and every tag on it).
+    #[command(
+        after_help = "Example:\n  registry-image rm registry.example.org/team/app:pr-42 --manifest"
+    )]
+    Rm {
+        reference: String,
+        /// Where the registry cannot delete a tag alone, delete its manifest
+        /// (which removes every tag on it).
+        #[arg(long)]
+        manifest: bool,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// List the repositories of a registry (if it allows the catalog).
+    #[command(after_help = "Example:\n  registry-image catalog localhost:5000")]
+    Catalog {
+        registry: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+}
+
+/// How the command line reaches a registry.
+#[derive(clap::Args)]
+struct ConnectionArgs {
+    /// Username; else the docker config's credentials, else anonymous.
+    #[arg(long)]
+    username: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Plain HTTP or unverified TLS.
+    #[arg(long)]
+    insecure: bool,
+    /// A PEM file of CA certificates to trust (repeatable).
+    #[arg(long = "ca-cert")]
+    ca_cert: Vec<PathBuf>,
+    /// Log every request on stderr.
+    #[arg(long)]
+    debug: bool,
+}
+
+impl ConnectionArgs {
+    fn connection(&self) -> anyhow::Result<Connection> {
+        let password = if self.password_stdin {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the password from stdin")?;
+            text.trim_end_matches(['\n', '\r']).to_owned()
+        } else {
+            String::new()
+        };
+        if self.password_stdin && self.username.is_none() {
+            anyhow::bail!("--password-stdin needs --username");
+        }
+        let mut ca_certs = Vec::new();
+        for path in &self.ca_cert {
+            ca_certs.push(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("--ca-cert {}", path.display()))?,
+            );
+        }
+        Ok(Connection {
+            username: self.username.clone().unwrap_or_default(),
+            password: Secret(password),
+            insecure: self.insecure,
+            ca_certs,
+            debug: self.debug,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -74,6 +220,12 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
+    if !matches!(
+        command,
+        Command::Check | Command::In { .. } | Command::Out { .. }
+    ) {
+        return run_verb(command);
+    }
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
@@ -106,5 +258,69 @@ fn run(command: Command) -> anyhow::Result<()> {
             let response = runtime.block_on(put::run(request, &src))?;
             concourse::write_response(&response)
         }
+        _ => anyhow::bail!("internal error: a command-line verb run as a step"),
     }
+}
+
+/// The command-line verbs: output on stdout, logs (with --debug) on stderr.
+fn run_verb(command: Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let platform = |text: &Option<String>| text.as_deref().map(cli::parse_platform).transpose();
+    let connect = |args: &ConnectionArgs| -> anyhow::Result<Connection> {
+        let connection = args.connection()?;
+        logging::init(connection.debug);
+        Ok(connection)
+    };
+    runtime.block_on(async {
+        match &command {
+            Command::Ls {
+                repository,
+                connection,
+            } => cli::ls(&connect(connection)?, repository).await,
+            Command::Digest {
+                reference,
+                connection,
+            } => cli::digest(&connect(connection)?, reference).await,
+            Command::Manifest {
+                reference,
+                platform: p,
+                connection,
+            } => cli::manifest(&connect(connection)?, reference, platform(p)?.as_ref()).await,
+            Command::Config {
+                reference,
+                platform: p,
+                connection,
+            } => cli::config(&connect(connection)?, reference, platform(p)?.as_ref()).await,
+            Command::Blob {
+                reference,
+                connection,
+            } => cli::blob(&connect(connection)?, reference).await,
+            Command::Cp {
+                from,
+                to,
+                all,
+                connection,
+            } => cli::cp(&connect(connection)?, from, to, *all).await,
+            Command::Tag {
+                reference,
+                tags,
+                connection,
+            } => cli::tag(&connect(connection)?, reference, tags).await,
+            Command::Rm {
+                reference,
+                manifest,
+                connection,
+            } => cli::rm(&connect(connection)?, reference, *manifest).await,
+            Command::Catalog {
+                registry,
+                connection,
+            } => cli::catalog(&connect(connection)?, registry).await,
+            Command::Check | Command::In { .. } | Command::Out { .. } => {
+                anyhow::bail!("internal error: a step run as a command-line verb")
+            }
+        }
+    })
 }

@@ -26,12 +26,12 @@ use crate::auth::Access;
 use crate::concourse::{InRequest, MetadataField, StepResponse};
 use crate::endpoint::Endpoint;
 use crate::image::manifest::{
-    Descriptor, ImageConfig, ImageManifest, parse_config, parse_index, parse_manifest,
+    Descriptor, ImageConfig, ImageManifest, parse_config, parse_manifest,
 };
-use crate::image::{Digest, Platform, compression, media_type, platform};
+use crate::image::{Digest, Platform, compression};
 use crate::progress::Progress;
 use crate::reference::{Repository, Target};
-use crate::registry::{Manifest, RegistryClient};
+use crate::registry::RegistryClient;
 use crate::unpack::rootfs::{RootfsWriter, Skipped};
 
 /// Layers downloading at once (the one being extracted included).
@@ -114,7 +114,12 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         if !writes_image && !wants_metadata {
             return Ok(None);
         }
-        let image = resolve_image(&client, &repository, top, platform).await?;
+        let image = parse_manifest(
+            &client
+                .image_for_platform(&repository, top, platform)
+                .await?
+                .bytes,
+        )?;
         let config_bytes = client
             .get_small_blob(&repository, &image.config.digest()?)
             .await
@@ -183,42 +188,6 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         version,
         metadata: fields,
     })
-}
-
-/// The single image a manifest stands for on `platform`: itself, or the
-/// matching child of an index (through BuildKit's nested indexes).
-async fn resolve_image(
-    client: &RegistryClient,
-    repository: &Repository,
-    mut manifest: Manifest,
-    platform: &Platform,
-) -> anyhow::Result<ImageManifest> {
-    for _ in 0..4 {
-        if !media_type::is_index(&manifest.media_type) {
-            return parse_manifest(&manifest.bytes);
-        }
-        let index = parse_index(&manifest.bytes)?;
-        // A nested index (BuildKit) has one child without a platform.
-        let child: &Descriptor = match platform.select(&index.manifests) {
-            Some(c) => c,
-            None if index.manifests.len() == 1
-                && media_type::is_index(&index.manifests[0].media_type) =>
-            {
-                &index.manifests[0]
-            }
-            None => bail!(
-                "no image for platform {platform} in {repository}@{} (it has: {})",
-                manifest.digest,
-                platform::describe(&index.manifests)
-            ),
-        };
-        let child_digest = child.digest()?;
-        manifest = client
-            .get_manifest(repository, &Target::Digest(child_digest.clone()))
-            .await?
-            .with_context(|| format!("{repository}@{child_digest} not found"))?;
-    }
-    bail!("{repository}: indexes nested too deep")
 }
 
 /// Downloads and applies every layer into `dest/rootfs`, built under a temp

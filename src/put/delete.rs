@@ -110,7 +110,7 @@ fn tags(delete: &DeleteParams, src: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Deletes one tag: the digest it pointed to, or `None` when it did not
 /// exist.
-async fn delete_tag(
+pub async fn delete_tag(
     client: &RegistryClient,
     repository: &Repository,
     tag: &str,
@@ -139,7 +139,7 @@ async fn delete_tag(
     };
     if !manifests {
         bail!(
-            "the registry does not delete tag {tag} alone ({refusal}); set params.delete.manifests: true \
+            "the registry does not delete tag {tag} alone ({refusal}); set params.delete.manifests: true (--manifest on the command line) \
              to delete manifest {digest} instead, which removes every tag on it"
         );
     }

@@ -9,8 +9,8 @@ mod archive;
 mod artifact;
 mod base;
 mod blob_source;
-mod copy;
-mod delete;
+pub mod copy;
+pub mod delete;
 mod docker_save;
 pub mod gzip;
 mod input;
@@ -201,6 +201,37 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         },
         metadata,
     })
+}
+
+/// Copies `digest` from `origin` into `destination` under `tags` (the
+/// promotion engine, for the command line); the digest it is served as,
+/// checked to be the origin's.
+pub async fn promote(
+    origin: &crate::source::Source,
+    digest: &crate::image::Digest,
+    destination: &crate::source::Source,
+    tags: &[String],
+    referrers: bool,
+) -> anyhow::Result<crate::image::Digest> {
+    let image = copy::RemoteImage::read(origin, digest, referrers).await?;
+    let endpoint = Endpoint::connect(destination, Access::Push).await?;
+    let mount_from = Some(image.origin.repository.clone())
+        .filter(|o| o.api_host() == endpoint.repository.api_host())
+        .map(|o| o.path().to_owned());
+    let progress = Progress::new(destination.debug);
+    let pusher = Pusher {
+        client: &endpoint.client,
+        repo: &endpoint.repository,
+        progress: &progress,
+        mount_from,
+    };
+    let pushed = pusher.push(Input::Remote(Box::new(image)), tags).await;
+    progress.finish();
+    let served = pushed?;
+    if served != *digest {
+        bail!("the copy is served as {served}, not as the origin's {digest}");
+    }
+    Ok(served)
 }
 
 /// The repository's tags; none when it does not exist yet.

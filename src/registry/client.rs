@@ -84,6 +84,11 @@ impl RegistryClient {
     }
 
     /// The retry policy every request of this client follows.
+    /// What this client's tokens ask for.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
     pub fn retry(&self) -> &RetryPolicy {
         &self.retry
     }

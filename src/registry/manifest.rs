@@ -7,7 +7,8 @@ use reqwest::{Method, Response, StatusCode, header};
 
 use super::client::RegistryClient;
 use super::error::StatusError;
-use crate::image::{Digest, media_type};
+use crate::image::manifest::{Descriptor, parse_index};
+use crate::image::{Digest, Platform, media_type, platform};
 use crate::reference::{Repository, Target};
 
 /// Manifests larger than this are refused (the distribution spec asks
@@ -116,6 +117,43 @@ impl RegistryClient {
             media_type,
             digest,
         }))
+    }
+
+    /// The single image manifest `manifest` stands for on `platform`:
+    /// itself, or the matching child of an index (through BuildKit's nested
+    /// indexes), as served.
+    pub async fn image_for_platform(
+        &self,
+        repository: &Repository,
+        mut manifest: Manifest,
+        platform: &Platform,
+    ) -> anyhow::Result<Manifest> {
+        for _ in 0..4 {
+            if !media_type::is_index(&manifest.media_type) {
+                return Ok(manifest);
+            }
+            let index = parse_index(&manifest.bytes)?;
+            // A nested index (BuildKit) has one child without a platform.
+            let child: &Descriptor = match platform.select(&index.manifests) {
+                Some(c) => c,
+                None if index.manifests.len() == 1
+                    && media_type::is_index(&index.manifests[0].media_type) =>
+                {
+                    &index.manifests[0]
+                }
+                None => bail!(
+                    "no image for platform {platform} in {repository}@{} (it has: {})",
+                    manifest.digest,
+                    platform::describe(&index.manifests)
+                ),
+            };
+            let child_digest = child.digest()?;
+            manifest = self
+                .get_manifest(repository, &Target::Digest(child_digest.clone()))
+                .await?
+                .with_context(|| format!("{repository}@{child_digest} not found"))?;
+        }
+        bail!("{repository}: indexes nested too deep")
     }
 
     /// Deletes the manifest `reference` (a tag or a digest) names: `Ok(true)`

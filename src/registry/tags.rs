@@ -12,6 +12,7 @@ use url::Url;
 use super::client::RegistryClient;
 use super::error::StatusError;
 use super::http::read_limited;
+use crate::auth::repository_scope;
 use crate::reference::Repository;
 
 /// At 1,000 tags a page this is a million tags; beyond it something loops.
@@ -22,60 +23,83 @@ const MAX_TAGS: usize = 100_000;
 const MAX_LISTING_BYTES: usize = 16 << 20;
 
 #[derive(Deserialize)]
-struct TagPage {
+struct Page {
     #[serde(default)]
     tags: Option<Vec<String>>,
+    #[serde(default)]
+    repositories: Option<Vec<String>>,
 }
 
 impl RegistryClient {
     /// Every tag of `repo`, in the registry's order. A missing repository is
     /// an error (a 404 [`StatusError`]).
     pub async fn list_tags(&self, repo: &Repository) -> anyhow::Result<Vec<String>> {
-        let mut url = self
+        let url = self
             .url(&format!("/v2/{}/tags/list?n=1000", repo.path()))
             .await?;
-        let mut tags = Vec::new();
+        let scopes = [repository_scope(repo.path(), self.access())];
+        self.listing(url, &scopes, &format!("tag listing of {repo}"))
+            .await
+    }
+
+    /// Every repository the registry lists (`/v2/_catalog`, which many
+    /// hosted registries refuse).
+    pub async fn catalog(&self) -> anyhow::Result<Vec<String>> {
+        let url = self.url("/v2/_catalog?n=1000").await?;
+        let scopes = ["registry:catalog:*".to_owned()];
+        self.listing(url, &scopes, &format!("catalog of {}", self.host()))
+            .await
+    }
+
+    /// A listing (of tags or repositories) over all its pages.
+    async fn listing(
+        &self,
+        mut url: Url,
+        scopes: &[String],
+        what_listing: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
         let mut seen = HashSet::new();
         let mut bytes = 0;
         for _ in 0..MAX_PAGES {
             let what = format!("GET {}", url.path());
             let (page, next) = self
                 .retry()
-                .run(&what, || self.tag_page(repo, url.clone()))
+                .run(&what, || self.page(scopes, url.clone()))
                 .await?;
             bytes += page.iter().map(String::len).sum::<usize>();
-            tags.extend(page);
-            if tags.len() > MAX_TAGS || bytes > MAX_LISTING_BYTES {
+            names.extend(page);
+            if names.len() > MAX_TAGS || bytes > MAX_LISTING_BYTES {
                 bail!(
-                    "tag listing of {repo} is over {MAX_TAGS} tags or {} MiB; giving up \
+                    "{what_listing} is over {MAX_TAGS} names or {} MiB; giving up \
                      (use a tag or a narrower repository)",
                     MAX_LISTING_BYTES >> 20
                 );
             }
             let Some(next) = next else {
-                return Ok(tags);
+                return Ok(names);
             };
             if next.scheme() != url.scheme()
                 || next.host_str() != url.host_str()
                 || next.port() != url.port()
             {
-                bail!("tag listing of {repo}: the next page {next} is on another host");
+                bail!("{what_listing}: the next page {next} is on another host");
             }
             if !seen.insert(next.to_string()) {
-                bail!("tag listing of {repo}: the registry sent the page {next} twice");
+                bail!("{what_listing}: the registry sent the page {next} twice");
             }
             url = next;
         }
-        bail!("tag listing of {repo} has more than {MAX_PAGES} pages; giving up")
+        bail!("{what_listing} has more than {MAX_PAGES} pages; giving up")
     }
 
-    async fn tag_page(
+    async fn page(
         &self,
-        repo: &Repository,
+        scopes: &[String],
         url: Url,
     ) -> anyhow::Result<(Vec<String>, Option<Url>)> {
         let response = self
-            .send_once(Method::GET, url.clone(), repo.path(), |r| r)
+            .send_once_scoped(Method::GET, url.clone(), scopes, |r| r)
             .await?;
         if response.status() != StatusCode::OK {
             return Err(anyhow!(
@@ -90,10 +114,10 @@ impl RegistryClient {
             .find_map(next_link)
             .map(|link| url.join(&link))
             .transpose()
-            .context("invalid Link header in the tag listing")?;
+            .context("invalid Link header in the listing")?;
         let body = read_limited(response, MAX_LISTING_BYTES).await?;
-        let page: TagPage = serde_json::from_slice(&body).context("invalid tag listing")?;
-        Ok((page.tags.unwrap_or_default(), next))
+        let page: Page = serde_json::from_slice(&body).context("invalid listing")?;
+        Ok((page.tags.or(page.repositories).unwrap_or_default(), next))
     }
 }
 

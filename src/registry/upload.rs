@@ -159,11 +159,28 @@ impl RegistryClient {
 
     /// Whether the repository has a blob (`HEAD`).
     pub async fn blob_exists(&self, repo: &Repository, digest: &Digest) -> anyhow::Result<bool> {
+        Ok(self.blob_size(repo, digest).await?.is_some())
+    }
+
+    /// A blob's size as the registry states it (`HEAD`), `None` when the
+    /// repository does not have it.
+    pub async fn blob_size(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> anyhow::Result<Option<u64>> {
         let url = self.blob_url(repo, digest).await?;
         let response = self.send(Method::HEAD, url, repo.path(), |r| r).await?;
         match response.status() {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::OK => Ok(Some(
+                response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
+            )),
+            StatusCode::NOT_FOUND => Ok(None),
             _ => Err(anyhow!(
                 StatusError::from_response(Method::HEAD, response).await
             )),

@@ -1,0 +1,325 @@
+//! The crane-style command line: `ls`, `digest`, `manifest`, `config`,
+//! `blob`, `cp`, `tag`, `rm`, `catalog`, for people debugging a pipeline
+//! against a registry. Each verb is a thin call into the same parts the
+//! steps use (the registry client, the promotion engine, the delete rules),
+//! with the same credential chain: `--username` and `--password-stdin`,
+//! else the docker config.
+//!
+//! Output: raw bytes for manifests, configs and blobs (so their digests
+//! can be checked), one name per line for listings, the digest for what
+//! changes a registry.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+
+use crate::auth::Access;
+use crate::endpoint::Endpoint;
+use crate::image::manifest::parse_manifest;
+use crate::image::{Digest, Platform, media_type};
+use crate::reference::{Repository, Target};
+use crate::registry::Manifest;
+use crate::registry::blob::BlobChunk;
+use crate::source::{Secret, Source};
+
+/// How to reach a registry: credentials and TLS.
+#[derive(Clone, Debug, Default)]
+pub struct Connection {
+    pub username: String,
+    pub password: Secret,
+    pub insecure: bool,
+    /// PEM text of extra CA certificates.
+    pub ca_certs: Vec<String>,
+    pub debug: bool,
+}
+
+impl Connection {
+    /// A `source` for `repository` with these settings.
+    pub fn source(&self, repository: &str) -> anyhow::Result<Source> {
+        let source = Source {
+            repository: repository.to_owned(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            insecure: self.insecure,
+            ca_certs: self.ca_certs.clone(),
+            debug: self.debug,
+            ..Source::default()
+        };
+        source.validate()?;
+        Ok(source)
+    }
+
+    async fn connect(&self, repository: &str, access: Access) -> anyhow::Result<Endpoint> {
+        Endpoint::connect(&self.source(repository)?, access).await
+    }
+}
+
+/// `REPOSITORY[:TAG|@DIGEST]`, split: the repository and what it names.
+pub fn parse_reference(text: &str) -> anyhow::Result<(String, Option<Target>)> {
+    let (repository, target) = if let Some((repository, digest)) = text.split_once('@') {
+        let digest: Digest = digest
+            .parse()
+            .with_context(|| format!("{text:?}: {digest:?} is not a digest"))?;
+        (repository, Some(Target::Digest(digest)))
+    } else {
+        let last_slash = text.rfind('/').map_or(0, |i| i + 1);
+        match text[last_slash..].rfind(':') {
+            Some(colon) => {
+                let at = last_slash + colon;
+                let tag = &text[at + 1..];
+                crate::reference::validate_tag(tag).with_context(|| format!("{text:?}"))?;
+                (&text[..at], Some(Target::Tag(tag.to_owned())))
+            }
+            None => (text, None),
+        }
+    };
+    Repository::parse(repository).with_context(|| format!("{text:?} is not a reference"))?;
+    Ok((repository.to_owned(), target))
+}
+
+/// A reference that must name a tag or digest (`:latest` when it names
+/// neither, as docker does).
+fn target_of(text: &str) -> anyhow::Result<(String, Target)> {
+    let (repository, target) = parse_reference(text)?;
+    Ok((repository, target.unwrap_or(Target::Tag("latest".into()))))
+}
+
+/// `os/architecture[/variant]`.
+pub fn parse_platform(text: &str) -> anyhow::Result<Platform> {
+    let mut parts = text.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(os), Some(arch), variant, None) if !os.is_empty() && !arch.is_empty() => {
+            Ok(Platform::new(os, arch, variant.unwrap_or_default()))
+        }
+        _ => bail!("--platform {text:?}: expected os/architecture[/variant], e.g. linux/arm64"),
+    }
+}
+
+/// `ls REPOSITORY`: every tag, one a line.
+pub async fn ls(connection: &Connection, repository: &str) -> anyhow::Result<()> {
+    let endpoint = connection.connect(repository, Access::Pull).await?;
+    let tags = endpoint.client.list_tags(&endpoint.repository).await?;
+    print_lines(&tags)
+}
+
+/// `catalog REGISTRY`: every repository the registry lists.
+pub async fn catalog(connection: &Connection, registry: &str) -> anyhow::Result<()> {
+    // The client is per registry; a repository name is needed only to
+    // build it (and to look up the docker config's credentials).
+    let endpoint = connection
+        .connect(&format!("{registry}/catalog"), Access::Pull)
+        .await?;
+    let repositories = endpoint.client.catalog().await?;
+    print_lines(&repositories)
+}
+
+/// `digest REFERENCE`: the digest the registry serves for it.
+pub async fn digest(connection: &Connection, reference: &str) -> anyhow::Result<()> {
+    let (repository, target) = target_of(reference)?;
+    let endpoint = connection.connect(&repository, Access::Pull).await?;
+    let digest = endpoint
+        .client
+        .resolve_digest(&endpoint.repository, &target)
+        .await?
+        .with_context(|| format!("{reference} not found"))?;
+    print_lines(&[digest.to_string()])
+}
+
+/// `manifest REFERENCE [--platform]`: the manifest or index as served, or
+/// with a platform the image of that platform.
+pub async fn manifest(
+    connection: &Connection,
+    reference: &str,
+    platform: Option<&Platform>,
+) -> anyhow::Result<()> {
+    let (endpoint, top) = fetch_manifest(connection, reference).await?;
+    let bytes = match platform {
+        Some(platform) if media_type::is_index(&top.media_type) => {
+            let (_, manifest) = image_for(&endpoint, top, platform).await?;
+            manifest.bytes
+        }
+        _ => top.bytes,
+    };
+    write_stdout(&bytes)
+}
+
+/// `config REFERENCE [--platform]`: the image's config (of `platform`, or
+/// this machine's, for an index).
+pub async fn config(
+    connection: &Connection,
+    reference: &str,
+    platform: Option<&Platform>,
+) -> anyhow::Result<()> {
+    let (endpoint, top) = fetch_manifest(connection, reference).await?;
+    let platform = platform.cloned().unwrap_or_else(Platform::host);
+    let (image, _) = image_for(&endpoint, top, &platform).await?;
+    let config = endpoint
+        .client
+        .get_small_blob(&endpoint.repository, &image.config.digest()?)
+        .await?;
+    write_stdout(&config)
+}
+
+/// `blob REPOSITORY@DIGEST`: the blob's bytes on stdout, verified while
+/// they stream (a mismatch fails the command; what was written is then not
+/// to be trusted).
+pub async fn blob(connection: &Connection, reference: &str) -> anyhow::Result<()> {
+    let (repository, target) = parse_reference(reference)?;
+    let Some(Target::Digest(digest)) = target else {
+        bail!("blob needs REPOSITORY@DIGEST, not {reference:?}");
+    };
+    let endpoint = connection.connect(&repository, Access::Pull).await?;
+    let size = endpoint
+        .client
+        .blob_size(&endpoint.repository, &digest)
+        .await?
+        .with_context(|| format!("{reference} not found"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let client = endpoint.client.clone();
+    let repo = endpoint.repository.clone();
+    let wanted = digest.clone();
+    let download =
+        tokio::spawn(async move { client.download_blob(&repo, &wanted, size, tx).await });
+    let mut stdout = std::io::stdout().lock();
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            BlobChunk::Data(bytes) => stdout.write_all(&bytes).context("writing to stdout")?,
+            BlobChunk::Verified => break,
+            BlobChunk::Failed(_) => break,
+        }
+    }
+    stdout.flush().context("writing to stdout")?;
+    download.await.context("the download task failed")?
+}
+
+/// `cp SOURCE DESTINATION [--all]`: promotion by digest (see
+/// `put::copy`); `--all` also copies referrers. The destination's tag
+/// defaults to the source's.
+pub async fn cp(connection: &Connection, from: &str, to: &str, all: bool) -> anyhow::Result<()> {
+    let (from_repository, from_target) = target_of(from)?;
+    let origin = connection.source(&from_repository)?;
+    let digest = match &from_target {
+        Target::Digest(digest) => digest.clone(),
+        Target::Tag(_) => {
+            let endpoint = Endpoint::connect(&origin, Access::Pull).await?;
+            endpoint
+                .client
+                .resolve_digest(&endpoint.repository, &from_target)
+                .await?
+                .with_context(|| format!("{from} not found"))?
+        }
+    };
+    let (to_repository, to_target) = parse_reference(to)?;
+    let tag = match (to_target, from_target) {
+        (Some(Target::Tag(tag)), _) | (None, Target::Tag(tag)) => tag,
+        (Some(Target::Digest(_)), _) => {
+            bail!("cp: the destination {to:?} names a digest, not a tag")
+        }
+        (None, Target::Digest(_)) => bail!("cp: name a tag for the destination ({to}:TAG)"),
+    };
+    let destination = connection.source(&to_repository)?;
+    let served = crate::put::promote(
+        &origin,
+        &digest,
+        &destination,
+        std::slice::from_ref(&tag),
+        all,
+    )
+    .await?;
+    print_lines(&[served.to_string()])
+}
+
+/// `tag REFERENCE NEWTAG…`: the same manifest under more tags, its bytes
+/// (and so its digest) kept.
+pub async fn tag(connection: &Connection, reference: &str, tags: &[String]) -> anyhow::Result<()> {
+    if tags.is_empty() {
+        bail!("tag: name at least one new tag");
+    }
+    for tag in tags {
+        crate::reference::validate_tag(tag).with_context(|| format!("tag {tag:?}"))?;
+    }
+    let (repository, _) = target_of(reference)?;
+    let source = connection.source(&repository)?;
+    let endpoint = Endpoint::connect(&source, Access::Push).await?;
+    let top = fetch_manifest_from(&endpoint, reference).await?;
+    let bytes = bytes::Bytes::from(top.bytes);
+    for tag in tags {
+        endpoint
+            .client
+            .put_manifest(&endpoint.repository, tag, &top.media_type, &bytes)
+            .await?;
+    }
+    print_lines(&[top.digest.to_string()])
+}
+
+/// `rm REFERENCE [--manifest]`: deletes a tag (or, by digest, a manifest and
+/// every tag on it); see `put::delete` for what registries allow.
+pub async fn rm(connection: &Connection, reference: &str, manifests: bool) -> anyhow::Result<()> {
+    let (repository, target) = target_of(reference)?;
+    let endpoint = connection.connect(&repository, Access::Delete).await?;
+    let deleted = match target {
+        Target::Digest(digest) => {
+            if !endpoint
+                .client
+                .delete_manifest(&endpoint.repository, &digest.to_string())
+                .await?
+            {
+                bail!("{reference} not found");
+            }
+            digest.to_string()
+        }
+        Target::Tag(tag) => {
+            crate::put::delete::delete_tag(&endpoint.client, &endpoint.repository, &tag, manifests)
+                .await?
+                .with_context(|| format!("{reference} not found"))?
+        }
+    };
+    print_lines(&[deleted])
+}
+
+async fn fetch_manifest(
+    connection: &Connection,
+    reference: &str,
+) -> anyhow::Result<(Endpoint, Manifest)> {
+    let (repository, _) = target_of(reference)?;
+    let endpoint = connection.connect(&repository, Access::Pull).await?;
+    let top = fetch_manifest_from(&endpoint, reference).await?;
+    Ok((endpoint, top))
+}
+
+async fn fetch_manifest_from(endpoint: &Endpoint, reference: &str) -> anyhow::Result<Manifest> {
+    let (_, target) = target_of(reference)?;
+    let manifest = endpoint
+        .client
+        .get_manifest(&endpoint.repository, &target)
+        .await?
+        .with_context(|| format!("{reference} not found"))?;
+    Ok(manifest)
+}
+
+/// The image manifest `top` stands for on `platform`, parsed and raw.
+async fn image_for(
+    endpoint: &Endpoint,
+    top: Manifest,
+    platform: &Platform,
+) -> anyhow::Result<(crate::image::manifest::ImageManifest, Manifest)> {
+    let raw = endpoint
+        .client
+        .image_for_platform(&endpoint.repository, top, platform)
+        .await?;
+    Ok((parse_manifest(&raw.bytes)?, raw))
+}
+
+fn print_lines(lines: &[String]) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    for line in lines {
+        writeln!(stdout, "{line}").context("writing to stdout")?;
+    }
+    stdout.flush().context("writing to stdout")
+}
+
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes).context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")
+}
