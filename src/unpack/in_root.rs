@@ -67,10 +67,10 @@ impl AsFd for DirHandle {
     }
 }
 
-/// Told of each directory [`RootDir::dir`] creates: (its parent, its name).
+/// Told of each directory `RootDir::dir` creates: (its parent, its name).
 pub type OnCreate<'a> = &'a mut dyn FnMut(FileId, &OsStr);
 
-/// How [`RootDir::dir`] resolves.
+/// How `RootDir::dir` resolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolver {
     /// `openat2(RESOLVE_IN_ROOT)`, walking only to create or where the

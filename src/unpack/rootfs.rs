@@ -6,7 +6,7 @@
 //!
 //! A layer is applied while it streams, before its digest is known, so it
 //! is treated as hostile: every operation is one name relative to a
-//! directory handle that [`RootDir`] resolved inside the root (`*at` calls,
+//! directory handle that `RootDir` resolved inside the root (`*at` calls,
 //! the last component never followed), never a host path string. Nothing a
 //! layer does can touch anything outside the root, whatever later entries
 //! do to the tree (see README, "Security").
