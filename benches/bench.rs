@@ -209,6 +209,20 @@ fn bench_get() {
     );
     let [small, random, text] = big_layers();
     let uncompressed = small.len() + random.len() + text.len();
+    // The same layers as zstd, for the second comparison.
+    let zstd_image = {
+        let layers: Vec<(Vec<u8>, Vec<u8>, &str)> = [&small, &random, &text]
+            .into_iter()
+            .map(|l| {
+                (
+                    l.clone(),
+                    support::image::zstd(l),
+                    support::image::OCI_LAYER_ZSTD,
+                )
+            })
+            .collect();
+        TestImage::from_blobs(layers, json!({}), ("linux", "amd64"))
+    };
     let layers: Vec<(Vec<u8>, Vec<u8>, &str)> = [small, random, text]
         .into_iter()
         .map(|l| {
@@ -288,6 +302,40 @@ fn bench_get() {
     println!(
         "    ratio ours/peer: {:.2}x",
         o.as_secs_f64() / p.as_secs_f64()
+    );
+
+    // The same image with zstd layers (as `out` with compression: zstd
+    // writes them), against the gzip one, both fetched by our `in`.
+    let zstd_digest = registry.push("bench/big-zstd", "latest", &zstd_image);
+    let zstd_request = json!({"source": {"repository": registry.repo("bench/big-zstd")},
+                              "version": {"tag": "latest", "digest": zstd_digest}});
+    std::fs::create_dir_all(shm).unwrap();
+    let (mut gz_runs, mut zstd_runs) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        for (request, runs, name) in [
+            (&request, &mut gz_runs, "gz"),
+            (&zstd_request, &mut zstd_runs, "zstd"),
+        ] {
+            let dest = shm.join(format!("{name}-{run}"));
+            std::fs::create_dir_all(&dest).unwrap();
+            runs.push(measure::resource_step("in", &dest, request));
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+    }
+    let _ = std::fs::remove_dir_all(shm);
+    let wall = |runs: &[measure::Measurement]| median(runs.iter().map(|m| m.wall).collect());
+    let cpu = |runs: &[measure::Measurement]| median(runs.iter().map(|m| m.cpu).collect());
+    let (g, z) = (wall(&gz_runs), wall(&zstd_runs));
+    println!(
+        "  the same layers as zstd ({} MiB), ours (in), median of {RUNS} alternating runs:",
+        zstd_image.layers.iter().map(Vec::len).sum::<usize>() / MIB
+    );
+    println!("    gzip layers: {}   CPU {}", ms(g), ms(cpu(&gz_runs)));
+    println!("    zstd layers: {}   CPU {}", ms(z), ms(cpu(&zstd_runs)));
+    println!(
+        "    zstd/gzip: {:.2}x wall, {:.2}x CPU",
+        z.as_secs_f64() / g.as_secs_f64(),
+        cpu(&zstd_runs).as_secs_f64() / cpu(&gz_runs).as_secs_f64()
     );
 }
 

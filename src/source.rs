@@ -213,6 +213,9 @@ pub struct PutParams {
     /// Copy (promote) an image by digest from another repository.
     #[serde(default)]
     pub copy: Option<CopyParams>,
+    /// `keep` (default), `gzip` or `zstd`: the layers' compression.
+    #[serde(default)]
+    pub compression: String,
 }
 
 /// `params.copy`: an image (or a whole index) copied by digest from
@@ -348,10 +351,14 @@ impl Source {
     /// Fields of the original resource this version does not implement yet
     /// fail loudly rather than being ignored.
     fn refuse_unsupported(&self) -> anyhow::Result<()> {
-        let unsupported = [
-            ("azure_acr", self.azure_acr),
-            ("content_trust (Notary v1)", self.content_trust.is_some()),
-        ];
+        if self.content_trust.is_some() {
+            bail!(
+                "source.content_trust is refused: Notary v1 is retired (registries dropped it, and \
+                 Docker Content Trust ends on 2026-12-08); sign and verify with cosign instead \
+                 (source.cosign_public_key, planned for this resource)"
+            );
+        }
+        let unsupported = [("azure_acr", self.azure_acr)];
         for (field, set) in unsupported {
             if set {
                 bail!("source.{field} is not supported by this version of the resource yet");
@@ -462,7 +469,7 @@ mod tests {
             err(r#"{"repository":"a/b","aws_role_arn":"x","aws_role_arns":["y"]}"#)
                 .contains("cannot be set at the same time")
         );
-        assert!(err(r#"{"repository":"a/b","content_trust":{}}"#).contains("not supported"));
+        assert!(err(r#"{"repository":"a/b","content_trust":{}}"#).contains("Notary v1 is retired"));
         source(r#"{"repository":"a/b","tag":"latest","tag_regex":"^v"}"#)
             .unwrap()
             .validate()

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::package::{TreeBlob, gzip_tree};
 use super::store::FileSlice;
 use crate::image::Digest;
+use crate::image::compression::Compression;
 use crate::image::digest::{Algorithm, Hasher};
 use crate::progress::Progress;
 use crate::reference::Repository;
@@ -38,6 +39,8 @@ pub enum BlobData {
     /// A blob of another repository (`params.copy`), relayed as it is
     /// downloaded (verified, resumable), never stored.
     Remote(Arc<RemoteBlob>),
+    /// A tar layer recompressed on the way (`params.compression`).
+    Recompress(FileSlice, Compression),
 }
 
 /// A blob to relay from another repository, maybe of another registry.
@@ -76,7 +79,7 @@ impl BlobData {
     /// Bytes read from the input (the progress bar's total).
     pub fn input_len(&self) -> u64 {
         match self {
-            BlobData::Slice(s) | BlobData::Gzip(s) => s.len,
+            BlobData::Slice(s) | BlobData::Gzip(s) | BlobData::Recompress(s, _) => s.len,
             BlobData::Memory(b) => b.len() as u64,
             BlobData::Tree(tree) => tree.stats.file_bytes,
             BlobData::Remote(remote) => remote.size,
@@ -164,6 +167,11 @@ fn produce(data: &BlobData, out: &mut PieceWriter, bar: Option<&ProgressBar>) ->
             })
         }
         BlobData::Tree(tree) => pack(tree, out, bar),
+        BlobData::Recompress(slice, to) => super::recompress::recompress(slice, *to, out, |n| {
+            if let Some(bar) = bar {
+                bar.inc(n);
+            }
+        }),
         BlobData::Remote(_) => Err(io::Error::other(
             "internal error: a remote blob not relayed",
         )),

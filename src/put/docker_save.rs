@@ -16,10 +16,6 @@ use crate::image::{Digest, media_type};
 
 const MAX_JSON_BYTES: u64 = 32 << 20;
 
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-
 #[derive(Deserialize)]
 struct SaveEntry {
     #[serde(rename = "Config")]
@@ -164,7 +160,7 @@ pub fn manifest(
     let (manifest_type, config_type) = if oci {
         (media_type::OCI_MANIFEST, media_type::OCI_CONFIG)
     } else {
-        (media_type::DOCKER_MANIFEST, DOCKER_CONFIG)
+        (media_type::DOCKER_MANIFEST, media_type::DOCKER_CONFIG)
     };
     let mut layers = Vec::with_capacity(image.layers.len());
     for (layer, pushed) in image.layers.iter().zip(pushed) {
@@ -172,9 +168,9 @@ pub fn manifest(
             (SavedLayer::Foreign(value), _) => LayerOut::Verbatim(value),
             (SavedLayer::Data { .. }, Some(p)) => LayerOut::Pushed(Descriptor {
                 media_type: match (oci, p.compression) {
-                    (true, Compression::Zstd) => OCI_LAYER_ZSTD,
+                    (true, Compression::Zstd) => media_type::OCI_LAYER_ZSTD,
                     (true, _) => media_type::OCI_LAYER_GZIP,
-                    (false, _) => DOCKER_LAYER_GZIP,
+                    (false, _) => media_type::DOCKER_LAYER_GZIP,
                 },
                 size: p.size,
                 digest: p.digest.to_string(),

@@ -17,6 +17,7 @@ mod input;
 mod layout;
 pub mod package;
 mod push;
+mod recompress;
 mod store;
 pub mod tags;
 
@@ -56,6 +57,18 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         bail!(
             "params.{} cannot be combined: a put pushes an image, packs one, pushes an artifact, copies one or deletes",
             chosen.join(" and params.")
+        );
+    }
+    let compression = recompress::LayerCompression::parse(&params.compression)?;
+    if compression != recompress::LayerCompression::Keep
+        && (params.package.is_some()
+            || params.artifact.is_some()
+            || params.copy.is_some()
+            || params.delete.is_some())
+    {
+        bail!(
+            "params.compression applies to params.image only (packages are gzipped; artifacts, \
+             copies and deletes keep their bytes)"
         );
     }
     if let Some(delete) = &params.delete {
@@ -173,6 +186,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         repo: repository,
         progress: &progress,
         mount_from,
+        compression,
     };
     let pushed = pusher.push(input, &tags).await;
     progress.finish();
@@ -224,6 +238,7 @@ pub async fn promote(
         repo: &endpoint.repository,
         progress: &progress,
         mount_from,
+        compression: recompress::LayerCompression::Keep,
     };
     let pushed = pusher.push(Input::Remote(Box::new(image)), tags).await;
     progress.finish();

@@ -2,6 +2,7 @@
 //! mounted or uploaded), then the manifests below the top by digest, then
 //! the top manifest under every tag.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use super::docker_save::{self, DockerSaveImage, PushedLayer, SavedLayer};
 use super::input::Input;
 use super::layout::{LayoutImage, RawManifest};
 use super::package::PackageImage;
+use super::recompress::{self, LayerCompression, NewLayer};
 use crate::image::compression::Compression;
 use crate::image::digest::Algorithm;
 use crate::image::manifest::parse_manifest;
@@ -39,6 +41,8 @@ pub struct Pusher<'a> {
     pub progress: &'a Progress,
     /// A repository of the same registry the input came from.
     pub mount_from: Option<String>,
+    /// `params.compression`.
+    pub compression: LayerCompression,
 }
 
 /// One blob to get into the repository.
@@ -83,22 +87,115 @@ impl Pusher<'_> {
     }
 
     async fn push_layout(&self, layout: LayoutImage) -> anyhow::Result<RawManifest> {
-        let jobs = layout
+        let LayerCompression::To(to) = self.compression else {
+            let jobs = layout
+                .blobs
+                .into_iter()
+                .map(|blob| Job {
+                    source: LocalBlob::new(
+                        BlobData::Slice(blob.data),
+                        blob.digest.algorithm(),
+                        &blob.digest.to_string(),
+                        self.progress,
+                    ),
+                    expected: Some((blob.digest, blob.size)),
+                })
+                .collect();
+            self.upload(jobs).await?;
+            self.put_children(&layout.children).await?;
+            return Ok(layout.top);
+        };
+        // Which blobs are tar layers stored otherwise than asked.
+        let mut convert: Vec<Digest> = Vec::new();
+        for manifest in layout.children.iter().chain(std::iter::once(&layout.top)) {
+            if media_type::is_index(&manifest.media_type) {
+                continue;
+            }
+            for layer in parse_manifest(&manifest.bytes)?.layers {
+                if !recompress::is_tar_layer(&layer.media_type) {
+                    continue;
+                }
+                let digest = layer.digest()?;
+                let Some(blob) = layout.blobs.iter().find(|b| b.digest == digest) else {
+                    continue;
+                };
+                if Compression::sniff(&blob.data.head(4)?) != to && !convert.contains(&digest) {
+                    convert.push(digest);
+                }
+            }
+        }
+        let jobs: Vec<Job> = layout
             .blobs
-            .into_iter()
-            .map(|blob| Job {
-                source: LocalBlob::new(
-                    BlobData::Slice(blob.data),
-                    blob.digest.algorithm(),
-                    &blob.digest.to_string(),
-                    self.progress,
-                ),
-                expected: Some((blob.digest, blob.size)),
+            .iter()
+            .map(|blob| {
+                let recompressing = convert.contains(&blob.digest);
+                Job {
+                    source: LocalBlob::new(
+                        if recompressing {
+                            BlobData::Recompress(blob.data.clone(), to)
+                        } else {
+                            BlobData::Slice(blob.data.clone())
+                        },
+                        blob.digest.algorithm(),
+                        &blob.digest.to_string(),
+                        self.progress,
+                    ),
+                    expected: (!recompressing).then(|| (blob.digest.clone(), blob.size)),
+                }
             })
             .collect();
-        self.upload(jobs).await?;
-        self.put_children(&layout.children).await?;
-        Ok(layout.top)
+        let outcomes = self.upload(jobs).await?;
+        let layers: HashMap<Digest, NewLayer> = layout
+            .blobs
+            .iter()
+            .zip(&outcomes)
+            .filter(|(blob, _)| convert.contains(&blob.digest))
+            .map(|(blob, outcome)| {
+                let new = NewLayer {
+                    digest: outcome.digest.clone(),
+                    size: outcome.size,
+                    compression: to,
+                };
+                (blob.digest.clone(), new)
+            })
+            .collect();
+        // Manifests rewritten children first, each index with its new
+        // children.
+        let mut renamed: HashMap<Digest, (Digest, u64, String)> = HashMap::new();
+        let mut rewrite = |manifest: &RawManifest| -> anyhow::Result<RawManifest> {
+            let (bytes, media_type) = if media_type::is_index(&manifest.media_type) {
+                match recompress::rewrite_index(&manifest.bytes, &renamed)? {
+                    Some(bytes) => (bytes, manifest.media_type.clone()),
+                    None => return Ok(manifest.clone()),
+                }
+            } else {
+                match recompress::rewrite_image(&manifest.bytes, &manifest.media_type, &layers)? {
+                    Some(new) => (new.bytes, new.media_type),
+                    None => return Ok(manifest.clone()),
+                }
+            };
+            let new = RawManifest {
+                digest: Digest::sha256_of(&bytes),
+                bytes: Bytes::from(bytes),
+                media_type,
+            };
+            renamed.insert(
+                manifest.digest.clone(),
+                (
+                    new.digest.clone(),
+                    new.bytes.len() as u64,
+                    new.media_type.clone(),
+                ),
+            );
+            Ok(new)
+        };
+        let mut children = Vec::with_capacity(layout.children.len());
+        for child in &layout.children {
+            children.push(rewrite(child)?);
+        }
+        let top = rewrite(&layout.top)?;
+        self.put_children(&children).await?;
+        Ok(top)
     }
 
     /// Manifests below a top one, by digest: images first, all at once;
@@ -216,7 +313,15 @@ impl Pusher<'_> {
         tags: &[String],
     ) -> anyhow::Result<RawManifest> {
         let config_digest = Digest::sha256_of(&image.config);
+        // What each stored compression becomes: kept, except uncompressed
+        // layers, gzipped, unless `params.compression` says otherwise.
+        let becomes = |stored: Compression| match (self.compression, stored) {
+            (LayerCompression::To(to), _) => to,
+            (LayerCompression::Keep, Compression::None) => Compression::Gzip,
+            (LayerCompression::Keep, kept) => kept,
+        };
         if image.compresses()
+            && self.compression == LayerCompression::Keep
             && let Some(existing) = self
                 .existing_image(tags, &config_digest, image.layers.len())
                 .await?
@@ -233,10 +338,10 @@ impl Pusher<'_> {
         let mut hashes = Vec::with_capacity(image.layers.len());
         for layer in &image.layers {
             hashes.push(match layer {
-                SavedLayer::Data {
-                    data,
-                    compression: Compression::Gzip | Compression::Zstd,
-                } => {
+                SavedLayer::Data { data, compression }
+                    if *compression != Compression::None
+                        && becomes(*compression) == *compression =>
+                {
                     let data = data.clone();
                     Some(tokio::task::spawn_blocking(move || {
                         let size = data.len;
@@ -272,9 +377,17 @@ impl Pusher<'_> {
                             .context("hashing a layer")?,
                     ),
                 ),
-                None => (BlobData::Gzip(data.clone()), None),
+                None if *compression == Compression::None
+                    && becomes(*compression) == Compression::Gzip =>
+                {
+                    (BlobData::Gzip(data.clone()), None)
+                }
+                None => (
+                    BlobData::Recompress(data.clone(), becomes(*compression)),
+                    None,
+                ),
             };
-            positions.push(Some((jobs.len(), *compression)));
+            positions.push(Some((jobs.len(), becomes(*compression))));
             jobs.push(Job {
                 source: LocalBlob::new(data, Algorithm::Sha256, &label, self.progress),
                 expected,
@@ -287,10 +400,7 @@ impl Pusher<'_> {
                 p.map(|(job, compression)| PushedLayer {
                     digest: outcomes[job].digest.clone(),
                     size: outcomes[job].size,
-                    compression: match compression {
-                        Compression::None => Compression::Gzip,
-                        other => other,
-                    },
+                    compression,
                 })
             })
             .collect();

@@ -38,7 +38,7 @@ impl RegistryClient {
             .url(&format!("/v2/{}/tags/list?n=1000", repo.path()))
             .await?;
         let scopes = [repository_scope(repo.path(), self.access())];
-        self.listing(url, &scopes, &format!("tag listing of {repo}"))
+        self.listing(url, &scopes, &format!("tag listing of {repo}"), "tags")
             .await
     }
 
@@ -47,8 +47,13 @@ impl RegistryClient {
     pub async fn catalog(&self) -> anyhow::Result<Vec<String>> {
         let url = self.url("/v2/_catalog?n=1000").await?;
         let scopes = ["registry:catalog:*".to_owned()];
-        self.listing(url, &scopes, &format!("catalog of {}", self.host()))
-            .await
+        self.listing(
+            url,
+            &scopes,
+            &format!("catalog of {}", self.host()),
+            "repositories",
+        )
+        .await
     }
 
     /// A listing (of tags or repositories) over all its pages.
@@ -57,6 +62,7 @@ impl RegistryClient {
         mut url: Url,
         scopes: &[String],
         what_listing: &str,
+        names_are: &str,
     ) -> anyhow::Result<Vec<String>> {
         let mut names = Vec::new();
         let mut seen = HashSet::new();
@@ -71,7 +77,7 @@ impl RegistryClient {
             names.extend(page);
             if names.len() > MAX_TAGS || bytes > MAX_LISTING_BYTES {
                 bail!(
-                    "{what_listing} is over {MAX_TAGS} names or {} MiB; giving up \
+                    "{what_listing} is over {MAX_TAGS} {names_are} or {} MiB; giving up \
                      (use a tag or a narrower repository)",
                     MAX_LISTING_BYTES >> 20
                 );
