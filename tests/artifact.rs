@@ -390,3 +390,18 @@ fn bad_artifact_params_fail_with_one_line_and_push_nothing() {
     );
     assert_eq!(registry.digest_of("bad/art", "latest"), None);
 }
+
+#[test]
+fn an_index_is_refused_as_an_artifact() {
+    let registry = TestRegistry::plain();
+    let image = support::image::TestImage::seeded("in-an-index");
+    registry.push("idx/app", &image.digest(), &image);
+    let index = support::image::index(&[(&image, "linux", "amd64")]);
+    let digest = registry.put_manifest("idx/app", "latest", support::image::OCI_INDEX, &index);
+    let dest = tempfile::tempdir().unwrap();
+    let fetched = fetch_artifact(&registry.repo("idx/app"), "latest", &digest, dest.path());
+    let line = fetched.error_line();
+    assert!(line.contains("is an index"), "{line}");
+    assert!(line.contains("oci-layout"), "{line}");
+    assert!(!dest.path().join("files").exists());
+}
