@@ -18,17 +18,22 @@ use crate::source::Source;
 
 /// The origin registry and, maybe, a mirror.
 pub struct Endpoint {
+    /// The repository requests go to.
     pub repository: Repository,
     /// How the repository is named in metadata and files: as configured,
     /// or as ECR qualified it.
     pub name: String,
+    /// The client for the repository's registry.
     pub client: Arc<RegistryClient>,
+    /// A pull-through mirror tried first (Docker Hub repositories only).
     pub mirror: Option<Mirror>,
 }
 
 /// A Docker Hub mirror: tried first, left at the first failure.
 pub struct Mirror {
+    /// The same repository path on the mirror.
     pub repository: Repository,
+    /// The client for the mirror.
     pub client: Arc<RegistryClient>,
 }
 

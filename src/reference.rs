@@ -83,6 +83,7 @@ impl Repository {
         &self.path
     }
 
+    /// Whether this is a Docker Hub repository.
     pub fn is_docker_hub(&self) -> bool {
         self.registry == DOCKER_HUB
     }
@@ -119,7 +120,9 @@ impl fmt::Display for Repository {
 /// What a reference points at inside a repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// A tag.
     Tag(String),
+    /// A digest.
     Digest(Digest),
 }
 
@@ -135,7 +138,9 @@ impl fmt::Display for Target {
 /// A full image reference: `registry/path:tag` or `registry/path@digest`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reference {
+    /// The repository.
     pub repository: Repository,
+    /// What in it.
     pub target: Target,
 }
 

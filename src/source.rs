@@ -56,6 +56,7 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 impl Secret {
+    /// The secret itself (never log it).
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -75,67 +76,95 @@ impl fmt::Debug for Secret {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// The repository, e.g. `registry.example.org/team/app` (Docker Hub when no registry is named).
     #[serde(default)]
     pub repository: String,
     /// A string or any JSON scalar: `42.1` means the tag `"42.1"`.
     #[serde(default, deserialize_with = "scalar_as_string")]
     pub tag: String,
+    /// Tag mode by regex: every tag matching it.
     #[serde(default)]
     pub tag_regex: String,
+    /// With `tag_regex`: order versions by the config's `created` time.
     #[serde(default)]
     pub created_at_sort: bool,
+    /// Semver mode: only tags with this suffix (`1.2.3-<variant>`).
     #[serde(default)]
     pub variant: String,
+    /// Semver mode: a Masterminds constraint versions must meet.
     #[serde(default)]
     pub semver_constraint: String,
+    /// Semver mode: report pre-releases too.
     #[serde(default)]
     pub pre_releases: bool,
+    /// Semver mode: pre-release prefixes accepted besides alpha, beta and rc.
     #[serde(default)]
     pub pre_release_prefixes: Vec<String>,
 
+    /// The registry user name.
     #[serde(default)]
     pub username: String,
+    /// The registry password or token.
     #[serde(default)]
     pub password: Secret,
+    /// Allow plain HTTP (and send credentials over it).
     #[serde(default)]
     pub insecure: bool,
+    /// PEM certificates to trust besides the system's.
     #[serde(default)]
     pub ca_certs: Vec<String>,
+    /// A Docker Hub pull-through mirror.
     #[serde(default)]
     pub registry_mirror: Option<RegistryMirror>,
 
+    /// The platform to pick from an index.
     #[serde(default)]
     pub platform: Option<Platform>,
+    /// Config labels whose key matches become step metadata.
     #[serde(default)]
     pub label_regex: String,
+    /// Manifest annotations whose key matches become step metadata.
     #[serde(default)]
     pub annotation_regex: String,
+    /// Log every request.
     #[serde(default)]
     pub debug: bool,
 
+    /// AWS access key id (ECR).
     #[serde(default)]
     pub aws_access_key_id: String,
+    /// AWS secret access key (ECR).
     #[serde(default)]
     pub aws_secret_access_key: Secret,
+    /// AWS session token (ECR).
     #[serde(default)]
     pub aws_session_token: Secret,
+    /// AWS region: set for ECR.
     #[serde(default)]
     pub aws_region: String,
+    /// A role to assume (ECR).
     #[serde(default)]
     pub aws_role_arn: String,
+    /// A chain of roles to assume, in order (ECR).
     #[serde(default)]
     pub aws_role_arns: Vec<String>,
+    /// The account whose registry to use (ECR).
     #[serde(default)]
     pub aws_account_id: String,
+    /// Ignored (the original needed it).
     #[serde(default)]
     pub aws_ecr_registry_id: String,
 
+    /// Azure ACR with a managed identity (refused for now).
     #[serde(default)]
     pub azure_acr: bool,
+    /// Azure: a user-assigned identity's client id.
     #[serde(default)]
     pub azure_client_id: String,
+    /// Azure: the tenant.
     #[serde(default)]
     pub azure_tenant_id: String,
+    /// Azure: the cloud.
     #[serde(default)]
     pub azure_environment: String,
 
@@ -148,10 +177,13 @@ pub struct Source {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryMirror {
+    /// The mirror's host (and port).
     #[serde(default)]
     pub host: String,
+    /// The mirror's user name.
     #[serde(default)]
     pub username: String,
+    /// The mirror's password.
     #[serde(default)]
     pub password: Secret,
 }
@@ -160,10 +192,13 @@ pub struct RegistryMirror {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Platform {
+    /// The CPU architecture (`arm64`, or `arm64/v8` with its variant).
     #[serde(default)]
     pub architecture: String,
+    /// The operating system.
     #[serde(default)]
     pub os: String,
+    /// The CPU variant.
     #[serde(default)]
     pub variant: String,
 }
@@ -179,10 +214,13 @@ impl Platform {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
+    /// `rootfs` (default), `oci`, `oci-layout` or `artifact`.
     #[serde(default)]
     pub format: String,
+    /// Write only the version files.
     #[serde(default)]
     pub skip_download: bool,
+    /// Replaces `source.platform`.
     #[serde(default)]
     pub platform: Option<Platform>,
 }
@@ -191,14 +229,19 @@ pub struct GetParams {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutParams {
+    /// A glob naming the image to push.
     #[serde(default)]
     pub image: String,
+    /// A version to tag the image with (normalised).
     #[serde(default)]
     pub version: String,
+    /// Also move `latest`, `<major>`, `<major>.<minor>`.
     #[serde(default)]
     pub bump_aliases: bool,
+    /// A file of more tags.
     #[serde(default)]
     pub additional_tags: String,
+    /// A prefix for the tags of `additional_tags`.
     #[serde(default)]
     pub tag_prefix: String,
     /// Pack files into a single-layer image instead of pushing `image`.
@@ -267,6 +310,7 @@ pub struct ArtifactParams {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
+    /// The tags to delete.
     #[serde(default)]
     pub tags: Vec<String>,
     /// A file (under the put's directory) of tags separated by whitespace.
@@ -296,17 +340,22 @@ pub struct PackageParams {
     /// machine's: the same files must give the same digest anywhere).
     #[serde(default)]
     pub platform: Option<Platform>,
+    /// The image's `Entrypoint`.
     #[serde(default)]
     pub entrypoint: Option<Vec<String>>,
+    /// The image's `Cmd`.
     #[serde(default)]
     pub cmd: Option<Vec<String>>,
     /// Environment variables, written sorted by name.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// The image's working directory.
     #[serde(default)]
     pub workdir: String,
+    /// The user the image runs as.
     #[serde(default)]
     pub user: String,
+    /// The image's labels.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
 }
@@ -367,6 +416,7 @@ impl Source {
         Ok(())
     }
 
+    /// The repository, parsed.
     pub fn repository(&self) -> anyhow::Result<Repository> {
         Repository::parse(&self.repository)
     }
@@ -386,10 +436,12 @@ impl Source {
         compile_regex("source.annotation_regex", &self.annotation_regex)
     }
 
+    /// The username and password, when both are set.
     pub fn credentials(&self) -> Option<Credentials> {
         Credentials::from_parts(&self.username, self.password.expose())
     }
 
+    /// Which of check's modes the source asks for.
     pub fn check_mode(&self) -> CheckMode {
         if !self.tag.is_empty() {
             CheckMode::Tag

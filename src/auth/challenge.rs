@@ -9,8 +9,11 @@ pub enum Challenge {
     Basic,
     /// Fetch a token from `realm` (the registry's token service).
     Bearer {
+        /// The URL tokens are asked for.
         realm: String,
+        /// The `service` to name in the token request.
         service: Option<String>,
+        /// The `scope` the registry asked for, if it said.
         scope: Option<String>,
     },
 }

@@ -19,7 +19,9 @@ const SESSION_NAME: &str = "concourse-registry-image";
 
 /// What logging in to ECR gives a step.
 pub struct EcrLogin {
+    /// The repository, qualified with the account's registry when the source named none.
     pub repository: Repository,
+    /// Basic credentials from the ECR authorization token.
     pub credentials: Credentials,
     /// The registry host the token is for (ECR's `proxyEndpoint`, or the
     /// one `aws_account_id` names).
@@ -58,6 +60,7 @@ pub fn is_ecr_host(host: &str) -> bool {
             && !region.is_empty() && region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
+/// Logs in to ECR with the source's AWS settings (static keys, session token, role chain).
 pub async fn login(source: &Source, repository: &Repository) -> anyhow::Result<EcrLogin> {
     let region = source.aws_region.clone();
     let http = aws_smithy_http_client::Builder::new()

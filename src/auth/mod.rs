@@ -16,7 +16,9 @@ pub use challenge::Challenge;
 /// A username and password (or token) for a registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user name.
     pub username: String,
+    /// The password or token; never shown by `Debug`.
     pub password: String,
 }
 
@@ -58,7 +60,9 @@ impl fmt::Debug for Credentials {
 /// The access a step needs on a repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
+    /// Reading (`pull`).
     Pull,
+    /// Reading and writing (`pull,push`).
     Push,
     /// Deleting manifests (and reading them, to know what is deleted).
     Delete,

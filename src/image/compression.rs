@@ -3,14 +3,19 @@
 
 use std::io::{self, BufRead, Read};
 
+/// How a layer's bytes are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// gzip (one or more members).
     Gzip,
+    /// zstd frames.
     Zstd,
+    /// A plain tar.
     None,
 }
 
 impl Compression {
+    /// The compression of a stream starting with `head` (its magic bytes).
     pub fn sniff(head: &[u8]) -> Self {
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip

@@ -17,7 +17,9 @@ pub struct Digest {
 /// The digest algorithms the OCI image spec registers.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub enum Algorithm {
+    /// `sha256`.
     Sha256,
+    /// `sha512`.
     Sha512,
 }
 
@@ -54,6 +56,7 @@ impl Digest {
         hasher.finish() == *self
     }
 
+    /// The digest's algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
@@ -67,11 +70,14 @@ impl Digest {
 /// A running hash in one digest algorithm, for bytes that stream past.
 #[derive(Clone)]
 pub enum Hasher {
+    /// Hashing with sha256.
     Sha256(Sha256),
+    /// Hashing with sha512.
     Sha512(sha2::Sha512),
 }
 
 impl Hasher {
+    /// A hasher for `algorithm`.
     pub fn new(algorithm: Algorithm) -> Self {
         match algorithm {
             Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
@@ -79,6 +85,7 @@ impl Hasher {
         }
     }
 
+    /// Hashes more bytes.
     pub fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(bytes),
@@ -86,6 +93,7 @@ impl Hasher {
         }
     }
 
+    /// The digest of every byte hashed.
     pub fn finish(self) -> Digest {
         match self {
             Hasher::Sha256(h) => Digest {
@@ -121,6 +129,7 @@ pub struct HashingWriter<W> {
 }
 
 impl<W: std::io::Write> HashingWriter<W> {
+    /// Hashes what is written through to `inner`.
     pub fn new(inner: W, algorithm: Algorithm) -> Self {
         HashingWriter {
             inner,

@@ -9,7 +9,9 @@ use super::manifest::{Descriptor, PlatformSpec};
 /// The platform wanted from an index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
+    /// The operating system, e.g. `linux`.
     pub os: String,
+    /// The CPU architecture, e.g. `arm64`.
     pub architecture: String,
     /// Empty means any variant.
     pub variant: String,

@@ -23,6 +23,7 @@ use anyhow::{Context, bail};
 /// What a tree became.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TreeStats {
+    /// Entries in the tree (files, directories, links).
     pub entries: u64,
     /// Bytes of regular files' contents.
     pub file_bytes: u64,

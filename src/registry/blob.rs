@@ -52,10 +52,12 @@ impl RegistryClient {
 /// One message from a blob download to its consumer.
 #[derive(Debug)]
 pub enum BlobChunk {
+    /// The next bytes of the blob.
     Data(bytes::Bytes),
     /// Every byte arrived and the digest and size matched: the only way a
     /// download ends successfully.
     Verified,
+    /// The download failed, for this reason.
     Failed(String),
 }
 

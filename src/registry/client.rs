@@ -18,11 +18,13 @@ use crate::auth::{Access, Challenge, Credentials, repository_scope, token};
 /// How to reach and authenticate to a registry.
 #[derive(Debug)]
 pub struct ClientOptions {
+    /// Credentials to answer the registry's challenges with.
     pub credentials: Option<Credentials>,
     /// `source.insecure`: allow falling back to plain HTTP.
     pub insecure: bool,
     /// Extra trust roots (`source.ca_certs`).
     pub ca_certs: Vec<Certificate>,
+    /// What the tokens ask for.
     pub access: Access,
 }
 
@@ -79,6 +81,7 @@ impl RegistryClient {
         self
     }
 
+    /// The registry's host (and port).
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -89,6 +92,7 @@ impl RegistryClient {
         self.access
     }
 
+    /// The retry policy every request goes through.
     pub fn retry(&self) -> &RetryPolicy {
         &self.retry
     }

@@ -10,8 +10,11 @@ use serde::Deserialize;
 /// A request the registry answered with an unexpected status.
 #[derive(Debug)]
 pub struct StatusError {
+    /// The request's method.
     pub method: Method,
+    /// The request's path.
     pub path: String,
+    /// The status the registry answered.
     pub status: StatusCode,
     /// Error codes from the body, e.g. `MANIFEST_UNKNOWN`.
     pub codes: Vec<String>,
@@ -56,6 +59,7 @@ impl StatusError {
         error
     }
 
+    /// An error for `status`, with the codes and message of `body` when it is the spec's JSON.
     pub fn new(method: Method, path: String, status: StatusCode, body: &[u8]) -> Self {
         let (codes, detail) = match serde_json::from_slice::<ErrorBody>(body) {
             Ok(parsed) if !parsed.errors.is_empty() => (
@@ -79,6 +83,7 @@ impl StatusError {
         }
     }
 
+    /// Whether the registry said 404.
     pub fn is_not_found(&self) -> bool {
         self.status == StatusCode::NOT_FOUND
     }

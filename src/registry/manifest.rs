@@ -19,8 +19,11 @@ const MAX_MANIFEST_BYTES: usize = 16 << 20;
 /// A manifest or index exactly as the registry served it.
 #[derive(Clone, Debug)]
 pub struct Manifest {
+    /// The exact bytes served.
     pub bytes: Vec<u8>,
+    /// The media type (from `Content-Type`, else the document).
     pub media_type: String,
+    /// The sha256 of the bytes.
     pub digest: Digest,
 }
 

@@ -21,8 +21,11 @@ const MAX_REFERRERS_BYTES: usize = 4 << 20;
 /// Where a repository's referrers of one manifest were found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReferrersFrom {
+    /// The referrers API answered.
     Api,
+    /// The `sha256-<hex>` fallback tag holds them.
     FallbackTag,
+    /// Neither: the manifest has no referrers here.
     Nowhere,
 }
 

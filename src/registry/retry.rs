@@ -12,8 +12,11 @@ use super::error::StatusError;
 /// How often and how long to retry.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
+    /// Attempts per operation, the first included.
     pub max_attempts: u32,
+    /// The first backoff.
     pub base_delay: Duration,
+    /// The longest backoff.
     pub max_delay: Duration,
     /// No retry starts once this much time has passed since the first try.
     pub budget: Duration,
@@ -47,6 +50,7 @@ pub struct Attempts<'a> {
 }
 
 impl<'a> Attempts<'a> {
+    /// The attempts of one operation under `policy`.
     pub fn new(policy: &'a RetryPolicy) -> Self {
         Attempts {
             policy,
@@ -86,6 +90,7 @@ impl<'a> Attempts<'a> {
 /// Why an error is worth another try, and how long the server asked us to wait.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Transient {
+    /// The wait the server asked for (`Retry-After`), if any.
     pub retry_after: Option<Duration>,
 }
 
@@ -172,6 +177,7 @@ pub fn classify(error: &anyhow::Error) -> Option<Transient> {
     None
 }
 
+/// Whether a status is worth retrying (408, 429, 500, 502, 503, 504).
 pub fn is_retryable_status(status: reqwest::StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }

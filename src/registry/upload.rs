@@ -67,10 +67,13 @@ impl Default for UploadSettings {
 /// One message from a blob's producer.
 #[derive(Debug)]
 pub enum Piece {
+    /// The next bytes.
     Data(Bytes),
     /// Everything was produced: the digest and size of what was sent.
     End {
+        /// The digest of everything produced.
         digest: Digest,
+        /// The number of bytes produced.
         size: u64,
     },
 }
@@ -78,6 +81,7 @@ pub enum Piece {
 /// Where a blob's bytes come from. Every `open` starts again at byte 0 (an
 /// upload the registry lost is sent again from the start).
 pub trait BlobSource: Send + Sync {
+    /// A fresh stream of the blob's bytes, from the first.
     fn open(&self) -> mpsc::Receiver<anyhow::Result<Piece>>;
 }
 
@@ -88,21 +92,29 @@ pub struct UploadRequest<'a> {
     pub expected: Option<(Digest, u64)>,
     /// Another repository of this registry known to hold the blob.
     pub mount_from: Option<&'a str>,
+    /// Where the bytes come from.
     pub source: &'a dyn BlobSource,
 }
 
 /// How a blob got to the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transfer {
+    /// The repository had it.
     Existed,
+    /// Mounted from another repository.
     Mounted,
+    /// Sent.
     Uploaded,
 }
 
+/// How one blob got into the repository.
 #[derive(Debug)]
 pub struct UploadOutcome {
+    /// The blob's digest.
     pub digest: Digest,
+    /// The blob's size.
     pub size: u64,
+    /// How it got there.
     pub transfer: Transfer,
 }
 
