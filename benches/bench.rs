@@ -234,7 +234,37 @@ fn bench_get() {
     let img = TestImage::from_blobs(layers, json!({}), ("linux", "amd64"));
     let registry = TestRegistry::plain();
     let digest = registry.push("bench/big", "latest", &img);
+    let layer_digests: Vec<String> = img
+        .layers
+        .iter()
+        .map(|l| support::image::sha256(l))
+        .collect();
     drop(img);
+    // The floors: each layer fetched by curl, inflated by GNU gzip (one
+    // stage) or pigz (a second core), extracted by GNU tar.
+    let pipeline = |inflate: &str, dest: &Path| -> measure::Measurement {
+        std::fs::create_dir_all(dest).unwrap();
+        let script = layer_digests
+            .iter()
+            .map(|d| {
+                format!(
+                    "curl -sf http://{}/v2/bench/big/blobs/{d} | {inflate} | tar -x -C {}",
+                    registry.host(),
+                    dest.display()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let m = measure::run(
+            Path::new("/bin/sh"),
+            &["-c".into(), script.into()],
+            &[],
+            b"",
+        );
+        assert!(m.success, "{inflate} pipeline: {}", m.stderr);
+        let _ = std::fs::remove_dir_all(dest);
+        m
+    };
     println!(
         "  image: {} MiB uncompressed, {} MiB compressed",
         uncompressed / MIB,
@@ -247,7 +277,10 @@ fn bench_get() {
     let request = json!({"source": {"repository": registry.repo("bench/big")}, "version": {"tag": "latest", "digest": digest}});
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
     let (mut ours_rss, mut peer_rss) = (Vec::new(), Vec::new());
+    let (mut ours_cpu, mut gnu, mut pigz) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..RUNS {
+        gnu.push(pipeline("gzip -dc", &shm.join(format!("gnu-{run}"))).wall);
+        pigz.push(pipeline("pigz -dc", &shm.join(format!("pigz-{run}"))).wall);
         let dest = shm.join(format!("ours-{run}"));
         std::fs::create_dir_all(&dest).unwrap();
         let program = support::resource_dir().join("in");
@@ -260,6 +293,7 @@ fn bench_get() {
         assert!(m.success, "in failed: {}", m.stderr);
         ours.push(m.wall);
         ours_rss.push(m.max_rss_kib);
+        ours_cpu.push(m.cpu);
         std::fs::remove_dir_all(&dest).unwrap();
 
         let layout = shm.join(format!("peer-{run}"));
@@ -288,11 +322,25 @@ fn bench_get() {
     }
     let _ = std::fs::remove_dir_all(shm);
     let (o, p) = (median(ours), median(peer));
+    let (g, z) = (median(gnu), median(pigz));
+    let cpu = median(ours_cpu);
     println!("  rootfs to tmpfs, median of {RUNS} alternating runs:");
     println!(
-        "    ours (in):                     {}   peak RSS {} MiB",
+        "    ours (in):                     {}   peak RSS {} MiB   CPU {} ({:.0}% of one core)",
         ms(o),
-        median_u64(ours_rss) / 1024
+        median_u64(ours_rss) / 1024,
+        ms(cpu),
+        100.0 * cpu.as_secs_f64() / o.as_secs_f64()
+    );
+    println!(
+        "    curl | gzip -dc | tar -x:      {}   ratio ours/it {:.2}x",
+        ms(g),
+        o.as_secs_f64() / g.as_secs_f64()
+    );
+    println!(
+        "    curl | pigz -dc | tar -x:      {}   ratio ours/it {:.2}x",
+        ms(z),
+        o.as_secs_f64() / z.as_secs_f64()
     );
     println!(
         "    skopeo copy + umoci raw unpack: {}   peak RSS {} MiB",
@@ -452,8 +500,72 @@ fn bench_put() {
             "  docker-save fresh (gzip on the way) / OCI layout fresh (upload only): ours {:.2}x",
             archive.as_secs_f64() / layout.as_secs_f64()
         );
+        // The registry's intake floor: the layout's blobs (already
+        // compressed) pushed by curl, one monolithic PUT each, then the
+        // manifest.
+        let floor = median(
+            (0..RUNS)
+                .map(|run| {
+                    intake_floor(
+                        &registry.host(),
+                        &format!("bench/floor-{run}"),
+                        &shm.join("oci"),
+                    )
+                })
+                .collect(),
+        );
+        println!(
+            "  registry intake floor (curl, one PUT per blob, all at once), median of {RUNS}: {}; \
+             ours from the layout {:.2}x, from docker-save {:.2}x",
+            ms(floor),
+            layout.as_secs_f64() / floor.as_secs_f64(),
+            archive.as_secs_f64() / floor.as_secs_f64()
+        );
     }
     let _ = std::fs::remove_dir_all(shm);
+}
+
+/// Pushes the single-image OCI layout at `layout` with curl alone: each
+/// blob in one monolithic PUT, all at once, then the manifest. Its wall
+/// time. (`wait` does not report a failed blob: the manifest PUT, which the
+/// registry refuses over a missing blob, does.)
+fn intake_floor(host: &str, repo: &str, layout: &Path) -> Duration {
+    let manifest_digest = std::fs::read_to_string(layout.join("single-image-digest")).unwrap();
+    let manifest_hex = manifest_digest
+        .trim()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let mut script = String::from("set -e\n");
+    for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name == manifest_hex {
+            continue;
+        }
+        // Every blob at once (as we and skopeo push several).
+        script.push_str(&format!(
+            "(loc=$(curl -sf -X POST -D - -o /dev/null http://{host}/v2/{repo}/blobs/uploads/ \
+             | tr -d '\\r' | awk 'tolower($1)==\"location:\" {{print $2}}')\n\
+             case $loc in http*) ;; *) loc=\"http://{host}$loc\" ;; esac\n\
+             case $loc in *\\?*) sep='&' ;; *) sep='?' ;; esac\n\
+             curl -sf -X PUT -H 'Content-Type: application/octet-stream' \
+             --data-binary @{blobs}/{name} \"$loc${{sep}}digest=sha256:{name}\" -o /dev/null) &\n",
+            blobs = layout.join("blobs/sha256").display(),
+        ));
+    }
+    script.push_str("wait\n");
+    script.push_str(&format!(
+        "curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+         --data-binary @{}/{manifest_hex} http://{host}/v2/{repo}/manifests/latest -o /dev/null\n",
+        layout.join("blobs/sha256").display()
+    ));
+    let m = measure::run(
+        Path::new("/bin/sh"),
+        &["-c".into(), script.into()],
+        &[],
+        b"",
+    );
+    assert!(m.success, "the curl push failed: {}", m.stderr);
+    m.wall
 }
 
 mod image {
