@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::auth::{Access, Credentials, docker_config, ecr};
+use crate::auth::{Access, Credentials, acr, docker_config, ecr};
 use crate::reference::Repository;
 use crate::registry::http::parse_ca_certs;
 use crate::registry::retry::RetryPolicy;
@@ -75,6 +75,14 @@ impl Endpoint {
                     login.registry
                 );
             }
+        }
+        if source.azure_acr {
+            let extra = parse_ca_certs(&source.ca_certs).context("source.ca_certs")?;
+            let http = crate::registry::http::build_client(extra)?;
+            let login = acr::login(source, &repository, &http)
+                .await
+                .context("cannot authenticate with ACR")?;
+            credentials = Some(login);
         }
         if credentials.is_none() {
             credentials = docker_credentials(repository.registry()).await;

@@ -155,7 +155,7 @@ pub struct Source {
     #[serde(default)]
     pub aws_ecr_registry_id: String,
 
-    /// Azure ACR with a managed identity (refused for now).
+    /// Azure ACR with a managed identity (see `auth::acr`).
     #[serde(default)]
     pub azure_acr: bool,
     /// Azure: a user-assigned identity's client id.
@@ -406,12 +406,6 @@ impl Source {
                  Docker Content Trust ends on 2026-12-08); sign and verify with cosign instead \
                  (source.cosign_public_key, planned for this resource)"
             );
-        }
-        let unsupported = [("azure_acr", self.azure_acr)];
-        for (field, set) in unsupported {
-            if set {
-                bail!("source.{field} is not supported by this version of the resource yet");
-            }
         }
         Ok(())
     }

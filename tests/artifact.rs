@@ -405,3 +405,40 @@ fn an_index_is_refused_as_an_artifact() {
     assert!(line.contains("oci-layout"), "{line}");
     assert!(!dest.path().join("files").exists());
 }
+
+#[test]
+fn an_artifact_of_metadata_alone_round_trips() {
+    let registry = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("release.json"), r#"{"version": "1.2.3"}"#).unwrap();
+    let repository = registry.repo("meta/only");
+    let pushed = push_artifact(
+        src.path(),
+        &repository,
+        "1.2.3",
+        json!({"artifact_type": "application/vnd.example.release.v1", "metadata": "release.json"}),
+    );
+    let digest = pushed.json()["version"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let manifest: Value =
+        serde_json::from_slice(&registry.manifest("meta/only", "1.2.3").0).unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"], "application/vnd.oci.empty.v1+json",
+        "no files: the empty descriptor as the one layer"
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let fetched = fetch_artifact(&repository, "1.2.3", &digest, dest.path());
+    assert!(fetched.success, "{}", fetched.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("metadata.json")).unwrap(),
+        r#"{"version": "1.2.3"}"#
+    );
+    assert_eq!(
+        std::fs::read_dir(dest.path().join("files"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

@@ -4,6 +4,7 @@
 //! Secrets live only in [`Credentials`], whose `Debug` output is redacted, so
 //! that no log line or error chain can print them by accident.
 
+pub mod acr;
 pub mod challenge;
 pub mod docker_config;
 pub mod ecr;

@@ -523,6 +523,21 @@ impl Pusher<'_> {
                 self.progress,
             ),
         }];
+        // No files: the one layer is the empty descriptor, whose `{}`
+        // must be in the repository too.
+        if artifact.files.is_empty() && config.as_ref() != super::artifact::EMPTY_JSON {
+            let empty = Bytes::from_static(super::artifact::EMPTY_JSON);
+            jobs.push(Job {
+                expected: Some((Digest::sha256_of(&empty), empty.len() as u64)),
+                source: LocalBlob::new(
+                    BlobData::Memory(empty),
+                    Algorithm::Sha256,
+                    "empty layer",
+                    self.progress,
+                ),
+            });
+        }
+        let first_file = jobs.len();
         for (i, file) in artifact.files.iter().enumerate() {
             jobs.push(Job {
                 expected: None,
@@ -535,7 +550,7 @@ impl Pusher<'_> {
             });
         }
         let outcomes = self.upload(jobs).await?;
-        let files: Vec<(Digest, u64)> = outcomes[1..]
+        let files: Vec<(Digest, u64)> = outcomes[first_file..]
             .iter()
             .map(|o| (o.digest.clone(), o.size))
             .collect();

@@ -1,0 +1,197 @@
+//! `source.azure_acr`: a managed-identity token from a stand-in for the
+//! instance metadata service, exchanged at a stand-in for ACR's
+//! `/oauth2/exchange` for a refresh token, which the real test registry's
+//! token service (the harness's) then accepts as the password of ACR's
+//! refresh-token user.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::json;
+use support::image::TestImage;
+use support::{StepOutput, TestRegistry, run_step_env};
+
+const ACR_USER: &str = "00000000-0000-0000-0000-000000000000";
+const REFRESH: &str = "acr-refresh-token-secret";
+const AAD: &str = "aad-access-token-secret";
+
+fn parse_form(text: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn json_answer(value: serde_json::Value) -> axum::response::Response {
+    ([("content-type", "application/json")], value.to_string()).into_response()
+}
+
+/// What the stand-ins were asked.
+#[derive(Default)]
+struct Seen {
+    imds: Vec<HashMap<String, String>>,
+    exchanges: Vec<HashMap<String, String>>,
+}
+
+/// The stand-ins: IMDS (`fail_imds` answers 500) and the exchange
+/// (`fail_exchange` answers 401); their base URLs.
+fn stand_ins(
+    fail_imds: bool,
+    fail_exchange: bool,
+) -> (
+    String,
+    String,
+    Arc<Mutex<Seen>>,
+    Vec<tokio::sync::oneshot::Sender<()>>,
+) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let imds = axum::Router::new()
+        .route(
+            "/metadata/identity/oauth2/token",
+            get(
+                move |State(seen): State<Arc<Mutex<Seen>>>,
+                      headers: HeaderMap,
+                      RawQuery(query): RawQuery| async move {
+                    let query = parse_form(query.as_deref().unwrap_or_default());
+                    if headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+                        return (StatusCode::BAD_REQUEST, "Metadata header missing")
+                            .into_response();
+                    }
+                    seen.lock().unwrap().imds.push(query);
+                    if fail_imds {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, "identity not found")
+                            .into_response();
+                    }
+                    json_answer(json!({"access_token": AAD, "expires_on": "1900000000"}))
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let exchange = axum::Router::new()
+        .route(
+            "/oauth2/exchange",
+            post(
+                move |State(seen): State<Arc<Mutex<Seen>>>, body: String| async move {
+                    let form = parse_form(&body);
+                    let good = form.get("access_token").map(String::as_str) == Some(AAD)
+                        && form.get("grant_type").map(String::as_str) == Some("access_token");
+                    seen.lock().unwrap().exchanges.push(form);
+                    if fail_exchange || !good {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
+                        )
+                            .into_response();
+                    }
+                    json_answer(json!({"refresh_token": REFRESH}))
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let (imds_port, a) = support::serve(imds);
+    let (exchange_port, b) = support::serve(exchange);
+    (
+        format!("http://127.0.0.1:{imds_port}"),
+        format!("http://127.0.0.1:{exchange_port}/oauth2/exchange"),
+        seen,
+        vec![a, b],
+    )
+}
+
+fn check(
+    registry: &TestRegistry,
+    imds: &str,
+    exchange: &str,
+    extra: serde_json::Value,
+) -> StepOutput {
+    let mut source = json!({"repository": registry.repo("acr/app"), "tag": "latest",
+                            "azure_acr": true});
+    for (k, v) in extra.as_object().unwrap() {
+        source[k] = v.clone();
+    }
+    run_step_env(
+        "check",
+        &[],
+        &[
+            ("REGISTRY_IMAGE_AZURE_IMDS_URL", imds),
+            ("REGISTRY_IMAGE_AZURE_EXCHANGE_URL", exchange),
+        ],
+        &json!({"source": source}),
+    )
+}
+
+#[test]
+fn a_managed_identity_token_becomes_registry_credentials() {
+    let registry = TestRegistry::token(ACR_USER, REFRESH);
+    let digest = registry.push("acr/app", "latest", &TestImage::seeded("acr"));
+    let (imds, exchange, seen, _servers) = stand_ins(false, false);
+
+    // A user-assigned identity and an explicit tenant.
+    let out = check(
+        &registry,
+        &imds,
+        &exchange,
+        json!({"azure_client_id": "client-1", "azure_tenant_id": "tenant-1"}),
+    );
+    assert_eq!(
+        support::versions(&out),
+        [("latest".to_owned(), digest.clone())]
+    );
+    for secret in [AAD, REFRESH] {
+        assert!(!out.stderr.contains(secret) && !out.stdout.contains(secret));
+    }
+    {
+        let seen = seen.lock().unwrap();
+        let asked = &seen.imds[0];
+        assert_eq!(asked["resource"], "https://management.azure.com/");
+        assert_eq!(asked["client_id"], "client-1");
+        let exchanged = &seen.exchanges[0];
+        assert_eq!(exchanged["tenant"], "tenant-1");
+        assert_eq!(exchanged["service"], registry.host());
+    }
+
+    // No tenant: the registry's challenge names none, so `common`; the
+    // system-assigned identity (no client_id); the US Government cloud.
+    let out = check(
+        &registry,
+        &imds,
+        &exchange,
+        json!({"insecure": true, "azure_environment": "AzureGovernment"}),
+    );
+    assert_eq!(support::versions(&out).len(), 1, "{}", out.stderr);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.imds[1]["resource"],
+        "https://management.usgovcloudapi.net/"
+    );
+    assert!(!seen.imds[1].contains_key("client_id"));
+    assert_eq!(seen.exchanges[1]["tenant"], "common");
+}
+
+#[test]
+fn acr_failures_are_one_clear_line() {
+    let registry = TestRegistry::token(ACR_USER, REFRESH);
+    registry.push("acr/app", "latest", &TestImage::seeded("acr"));
+    let (imds, exchange, _seen, _servers) = stand_ins(true, false);
+    let out = check(&registry, &imds, &exchange, json!({"azure_tenant_id": "t"}));
+    let line = out.error_line();
+    assert!(line.contains("cannot authenticate with ACR"), "{line}");
+    assert!(
+        line.contains("managed identity endpoint (IMDS) answered 500"),
+        "{line}"
+    );
+
+    let (imds, exchange, _seen, _servers) = stand_ins(false, true);
+    let out = check(&registry, &imds, &exchange, json!({"azure_tenant_id": "t"}));
+    let line = out.error_line();
+    assert!(
+        line.contains("ACR token exchange returned status 401"),
+        "{line}"
+    );
+    assert!(!out.stderr.contains(AAD), "{}", out.stderr);
+}
