@@ -129,16 +129,12 @@ pub async fn login(
             "application/x-www-form-urlencoded",
         )
         .body(body);
-    let response = timed(request.send()).await.context("ACR token exchange")?;
-    let status = response.status();
-    let body = crate::registry::http::read_prefix(response, MAX_ANSWER_BYTES).await;
-    if !status.is_success() {
-        bail!(
-            "ACR token exchange returned status {}: {}",
-            status.as_u16(),
-            crate::registry::error::excerpt(&body)
-        );
-    }
+    let body = answer(
+        request,
+        "ACR token exchange",
+        "ACR token exchange returned status",
+    )
+    .await?;
     let answer: RefreshToken =
         serde_json::from_slice(&body).context("failed to decode ACR token exchange response")?;
     Credentials::from_parts(REFRESH_TOKEN_USER, &answer.refresh_token)
@@ -160,18 +156,12 @@ async fn managed_identity_token(
     if !client_id.is_empty() {
         url.query_pairs_mut().append_pair("client_id", client_id);
     }
-    let response = timed(http.get(url).header("Metadata", "true").send())
-        .await
-        .context("asking the managed identity endpoint (IMDS) for a token")?;
-    let status = response.status();
-    let body = crate::registry::http::read_prefix(response, MAX_ANSWER_BYTES).await;
-    if !status.is_success() {
-        bail!(
-            "the managed identity endpoint (IMDS) answered {}: {}",
-            status.as_u16(),
-            crate::registry::error::excerpt(&body)
-        );
-    }
+    let body = answer(
+        http.get(url).header("Metadata", "true"),
+        "asking the managed identity endpoint (IMDS) for a token",
+        "the managed identity endpoint (IMDS) answered",
+    )
+    .await?;
     let token: AccessToken = serde_json::from_slice(&body)
         .context("the managed identity endpoint's answer is not a token")?;
     if token.access_token.is_empty() {
@@ -203,10 +193,31 @@ fn tenant_of(challenge: &str) -> Option<String> {
     }
     let start = challenge.find("tenant=")? + "tenant=".len();
     let value: String = challenge[start..]
+        .trim_start_matches('"')
         .chars()
         .take_while(|c| *c != '"' && *c != '&' && *c != ',')
         .collect();
     (!value.is_empty()).then_some(value)
+}
+
+/// Sends `request` (within the time limit) and reads its answer, bounded;
+/// a status other than 2xx is an error `<refused> <status>: <excerpt>`.
+async fn answer(
+    request: reqwest::RequestBuilder,
+    sending: &str,
+    refused: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let response = timed(request.send()).await.context(sending.to_owned())?;
+    let status = response.status();
+    let body = crate::registry::http::read_prefix(response, MAX_ANSWER_BYTES).await;
+    if !status.is_success() {
+        bail!(
+            "{refused} {}: {}",
+            status.as_u16(),
+            crate::registry::error::excerpt(&body)
+        );
+    }
+    Ok(body)
 }
 
 async fn timed(
