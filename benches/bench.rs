@@ -1,4 +1,4 @@
-//! `scripts/bench [check|get|put|package|artifact|copy|soak]`: benchmarks against a local registry,
+//! `scripts/bench [check|get|put|package|artifact|copy|system|soak]`: benchmarks against a local registry,
 //! printing ratios against the comparison measured in the same run, and
 //! peak RSS. Not a test: it asserts only that each run succeeded.
 
@@ -9,6 +9,7 @@ mod package;
 mod soak;
 #[path = "../tests/support/mod.rs"]
 mod support;
+mod system;
 
 use std::path::Path;
 use std::time::Duration;
@@ -41,8 +42,9 @@ fn main() {
             "package" => package::run(),
             "artifact" => artifact::run(),
             "copy" => copy::run(),
+            "system" => system::run(),
             other => panic!(
-                "unknown benchmark {other:?}: use check, get, put, package, artifact, copy or soak"
+                "unknown benchmark {other:?}: use check, get, put, package, artifact, copy, system or soak"
             ),
         }
     }
@@ -240,30 +242,8 @@ fn bench_get() {
         .map(|l| support::image::sha256(l))
         .collect();
     drop(img);
-    // The floors: each layer fetched by curl, inflated by GNU gzip (one
-    // stage) or pigz (a second core), extracted by GNU tar.
-    let pipeline = |inflate: &str, dest: &Path| -> measure::Measurement {
-        std::fs::create_dir_all(dest).unwrap();
-        let script = layer_digests
-            .iter()
-            .map(|d| {
-                format!(
-                    "curl -sf http://{}/v2/bench/big/blobs/{d} | {inflate} | tar -x -C {}",
-                    registry.host(),
-                    dest.display()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" && ");
-        let m = measure::run(
-            Path::new("/bin/sh"),
-            &["-c".into(), script.into()],
-            &[],
-            b"",
-        );
-        assert!(m.success, "{inflate} pipeline: {}", m.stderr);
-        let _ = std::fs::remove_dir_all(dest);
-        m
+    let pipeline = |inflate: &str, dest: &Path| {
+        measure::tar_pipeline(&registry.host(), "bench/big", &layer_digests, inflate, dest)
     };
     println!(
         "  image: {} MiB uncompressed, {} MiB compressed",
@@ -296,29 +276,13 @@ fn bench_get() {
         ours_cpu.push(m.cpu);
         std::fs::remove_dir_all(&dest).unwrap();
 
-        let layout = shm.join(format!("peer-{run}"));
-        let copy: Vec<std::ffi::OsString> = vec![
-            "copy".into(),
-            "--quiet".into(),
-            "--src-tls-verify=false".into(),
-            format!("docker://{}/bench/big@{digest}", registry.host()).into(),
-            format!("oci:{}:latest", layout.display()).into(),
-        ];
-        let a = measure::run(Path::new("/usr/bin/skopeo"), &copy, &[], b"");
-        assert!(a.success, "skopeo: {}", a.stderr);
-        let unpack: Vec<std::ffi::OsString> = vec![
-            "raw".into(),
-            "unpack".into(),
-            "--image".into(),
-            format!("{}:latest", layout.display()).into(),
-            shm.join(format!("peer-rootfs-{run}")).into(),
-        ];
-        let b = measure::run(Path::new("/usr/bin/umoci"), &unpack, &[], b"");
-        assert!(b.success, "umoci: {}", b.stderr);
+        let (a, b) = measure::skopeo_umoci(
+            &registry.host(),
+            &format!("bench/big@{digest}"),
+            &shm.join(format!("peer-{run}")),
+        );
         peer.push(a.wall + b.wall);
         peer_rss.push(a.max_rss_kib.max(b.max_rss_kib));
-        std::fs::remove_dir_all(&layout).unwrap();
-        std::fs::remove_dir_all(shm.join(format!("peer-rootfs-{run}"))).unwrap();
     }
     let _ = std::fs::remove_dir_all(shm);
     let (o, p) = (median(ours), median(peer));

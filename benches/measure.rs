@@ -148,3 +148,66 @@ pub fn skopeo(args: &str) -> Measurement {
     let args: Vec<OsString> = vec!["-m".into(), "sh".into(), "-c".into(), script.into()];
     run(std::path::Path::new("/usr/bin/unshare"), &args, &[], b"")
 }
+
+/// The unpack floor: each layer of `repo` fetched by curl, inflated by
+/// `inflate` (`gzip -dc`: one stage; `pigz -dc`: a second core) and
+/// extracted by GNU tar into `dest` (removed afterwards).
+pub fn tar_pipeline(
+    host: &str,
+    repo: &str,
+    layers: &[String],
+    inflate: &str,
+    dest: &std::path::Path,
+) -> Measurement {
+    std::fs::create_dir_all(dest).unwrap();
+    let script = layers
+        .iter()
+        .map(|d| {
+            format!(
+                "curl -sf http://{host}/v2/{repo}/blobs/{d} | {inflate} | tar -x -C {}",
+                dest.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let m = run(
+        std::path::Path::new("/bin/sh"),
+        &["-c".into(), script.into()],
+        &[],
+        b"",
+    );
+    assert!(m.success, "{inflate} pipeline: {}", m.stderr);
+    let _ = std::fs::remove_dir_all(dest);
+    m
+}
+
+/// The peer of `in`: `skopeo copy` to an OCI layout, then `umoci raw
+/// unpack`, under `work` (removed afterwards); both measurements.
+pub fn skopeo_umoci(
+    host: &str,
+    reference: &str,
+    work: &std::path::Path,
+) -> (Measurement, Measurement) {
+    std::fs::create_dir_all(work).unwrap();
+    let layout = work.join("layout");
+    let copy: Vec<OsString> = vec![
+        "copy".into(),
+        "--quiet".into(),
+        "--src-tls-verify=false".into(),
+        format!("docker://{host}/{reference}").into(),
+        format!("oci:{}:latest", layout.display()).into(),
+    ];
+    let a = run(std::path::Path::new("/usr/bin/skopeo"), &copy, &[], b"");
+    assert!(a.success, "skopeo: {}", a.stderr);
+    let unpack: Vec<OsString> = vec![
+        "raw".into(),
+        "unpack".into(),
+        "--image".into(),
+        format!("{}:latest", layout.display()).into(),
+        work.join("rootfs").into(),
+    ];
+    let b = run(std::path::Path::new("/usr/bin/umoci"), &unpack, &[], b"");
+    assert!(b.success, "umoci: {}", b.stderr);
+    let _ = std::fs::remove_dir_all(work);
+    (a, b)
+}

@@ -1,0 +1,155 @@
+//! `scripts/bench system`: a real-world image made at bench time of this
+//! machine's own files (not committed): three gzip layers, GNU tar with
+//! `--xattrs` piped into pigz, of `/usr/bin /usr/sbin /etc`,
+//! `/usr/lib/x86_64-linux-gnu`, and `/usr/share /usr/include`. `in` to a
+//! rootfs against the `curl | gzip -dc | tar -x` and `curl | pigz -dc |
+//! tar -x` floors and skopeo copy + umoci raw unpack, alternating; peak
+//! RSS and CPU use. Everything on tmpfs.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::measure::{self, Measurement, median, median_u64, ms};
+use super::support::TestRegistry;
+
+const RUNS: usize = 3;
+const LAYERS: [&[&str]; 3] = [
+    &["usr/bin", "usr/sbin", "etc"],
+    &["usr/lib/x86_64-linux-gnu"],
+    &["usr/share", "usr/include"],
+];
+
+pub fn run() {
+    println!("== system: an image of this machine's /usr and /etc (3 gzip layers)");
+    let shm = Path::new("/dev/shm/registry-image-system");
+    let _ = std::fs::remove_dir_all(shm);
+    std::fs::create_dir_all(shm).unwrap();
+    // SAFETY: no other thread reads the environment at this point.
+    unsafe { std::env::set_var("TMPDIR", "/dev/shm") };
+    let registry = TestRegistry::plain();
+    let repo = "bench/system";
+    let (mut layers, mut diff_ids, mut uncompressed) = (Vec::new(), Vec::new(), 0u64);
+    for (i, dirs) in LAYERS.iter().enumerate() {
+        let gz = shm.join(format!("layer{i}.tar.gz"));
+        let script = format!(
+            "set -o pipefail; tar --xattrs --ignore-failed-read -C / -cf - {} 2>/dev/null \
+             | tee >(sha256sum > {sum}) >(wc -c > {size}) | pigz > {gz}; \
+             s=$?; [ $s -le 1 ] || exit $s",
+            dirs.join(" "),
+            sum = shm.join(format!("layer{i}.sum")).display(),
+            size = shm.join(format!("layer{i}.size")).display(),
+            gz = gz.display()
+        );
+        let status = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .status()
+            .expect("bash runs");
+        assert!(
+            status.success() || status.code() == Some(1),
+            "building layer {i}"
+        );
+        // The process substitutions finish after the pipeline: wait for them.
+        let read = |name: String| -> String {
+            for _ in 0..100 {
+                if let Ok(text) = std::fs::read_to_string(shm.join(&name))
+                    && !text.trim().is_empty()
+                {
+                    return text;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            panic!("{name} was not written");
+        };
+        let sum = read(format!("layer{i}.sum"));
+        let size: u64 = read(format!("layer{i}.size")).trim().parse().unwrap();
+        uncompressed += size;
+        diff_ids.push(format!("sha256:{}", sum.split_whitespace().next().unwrap()));
+        let bytes = std::fs::read(&gz).unwrap();
+        let digest = registry.put_blob(repo, &bytes);
+        layers.push((digest, bytes.len()));
+        std::fs::remove_file(&gz).unwrap();
+    }
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {},
+    }))
+    .unwrap();
+    let config_digest = registry.put_blob(repo, &config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": layers.iter().map(|(d, n)| json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n,
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let digest = registry.put_manifest(
+        repo,
+        "latest",
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    );
+    println!(
+        "  image: {} MiB uncompressed, {} MiB as gzip",
+        uncompressed >> 20,
+        layers.iter().map(|(_, n)| n).sum::<usize>() >> 20
+    );
+    let layer_digests: Vec<String> = layers.iter().map(|(d, _)| d.clone()).collect();
+    let request = json!({"source": {"repository": registry.repo(repo)},
+                         "version": {"tag": "latest", "digest": digest}});
+    let (mut ours, mut gnu, mut pigz, mut peer): (Vec<Measurement>, Vec<_>, Vec<_>, Vec<_>) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let dest = shm.join(format!("ours-{run}"));
+        std::fs::create_dir_all(&dest).unwrap();
+        ours.push(measure::resource_step("in", &dest, &request));
+        std::fs::remove_dir_all(&dest).unwrap();
+        let host = registry.host();
+        gnu.push(measure::tar_pipeline(
+            &host,
+            repo,
+            &layer_digests,
+            "gzip -dc",
+            &shm.join("gnu"),
+        ));
+        pigz.push(measure::tar_pipeline(
+            &host,
+            repo,
+            &layer_digests,
+            "pigz -dc",
+            &shm.join("pigz"),
+        ));
+        peer.push(measure::skopeo_umoci(
+            &host,
+            &format!("{repo}@{digest}"),
+            &shm.join("peer"),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(shm);
+    let wall = |runs: &[Measurement]| median(runs.iter().map(|m| m.wall).collect());
+    let o = wall(&ours);
+    let cpu = median(ours.iter().map(|m| m.cpu).collect());
+    let (g, z) = (wall(&gnu), wall(&pigz));
+    let p = median(peer.iter().map(|(a, b)| a.wall + b.wall).collect());
+    println!("  rootfs to tmpfs, median of {RUNS} alternating runs:");
+    println!(
+        "    ours (in):                      {}   peak RSS {} MiB   CPU {} ({:.0}% of one core)",
+        ms(o),
+        median_u64(ours.iter().map(|m| m.max_rss_kib).collect()) / 1024,
+        ms(cpu),
+        100.0 * cpu.as_secs_f64() / o.as_secs_f64()
+    );
+    for (label, floor) in [
+        ("curl | gzip -dc | tar -x", g),
+        ("curl | pigz -dc | tar -x", z),
+        ("skopeo copy + umoci raw unpack", p),
+    ] {
+        println!(
+            "    {label:<31} {}   ratio ours/it {:.2}x",
+            ms(floor),
+            o.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
+}
