@@ -15,9 +15,9 @@ use anyhow::{Context, bail};
 
 use crate::auth::Access;
 use crate::endpoint::Endpoint;
+use crate::image::Platform;
 use crate::image::manifest::parse_manifest;
-use crate::image::{Digest, Platform, media_type};
-use crate::reference::{Repository, Target};
+use crate::reference::{Reference, Repository, Target};
 use crate::registry::Manifest;
 use crate::registry::blob::BlobChunk;
 use crate::source::{Secret, Source};
@@ -54,25 +54,11 @@ impl Connection {
     }
 }
 
-/// `REPOSITORY[:TAG|@DIGEST]`, split: the repository and what it names.
+/// `REPOSITORY[:TAG|@DIGEST]`, split (see [`Reference::split`]): the
+/// repository, checked, and what it names.
 pub fn parse_reference(text: &str) -> anyhow::Result<(String, Option<Target>)> {
-    let (repository, target) = if let Some((repository, digest)) = text.split_once('@') {
-        let digest: Digest = digest
-            .parse()
-            .with_context(|| format!("{text:?}: {digest:?} is not a digest"))?;
-        (repository, Some(Target::Digest(digest)))
-    } else {
-        let last_slash = text.rfind('/').map_or(0, |i| i + 1);
-        match text[last_slash..].rfind(':') {
-            Some(colon) => {
-                let at = last_slash + colon;
-                let tag = &text[at + 1..];
-                crate::reference::validate_tag(tag).with_context(|| format!("{text:?}"))?;
-                (&text[..at], Some(Target::Tag(tag.to_owned())))
-            }
-            None => (text, None),
-        }
-    };
+    let (repository, target) =
+        Reference::split(text).with_context(|| format!("{text:?} is not a reference"))?;
     Repository::parse(repository).with_context(|| format!("{text:?} is not a reference"))?;
     Ok((repository.to_owned(), target))
 }
@@ -132,15 +118,17 @@ pub async fn manifest(
     reference: &str,
     platform: Option<&Platform>,
 ) -> anyhow::Result<()> {
-    let (endpoint, top) = fetch_manifest(connection, reference).await?;
-    let bytes = match platform {
-        Some(platform) if media_type::is_index(&top.media_type) => {
-            let (_, manifest) = image_for(&endpoint, top, platform).await?;
-            manifest.bytes
+    let (endpoint, top) = fetch_manifest(connection, reference, Access::Pull).await?;
+    let manifest = match platform {
+        Some(platform) => {
+            endpoint
+                .client
+                .image_for_platform(&endpoint.repository, top, platform)
+                .await?
         }
-        _ => top.bytes,
+        None => top,
     };
-    write_stdout(&bytes)
+    write_stdout(&manifest.bytes)
 }
 
 /// `config REFERENCE [--platform]`: the image's config (of `platform`, or
@@ -150,12 +138,18 @@ pub async fn config(
     reference: &str,
     platform: Option<&Platform>,
 ) -> anyhow::Result<()> {
-    let (endpoint, top) = fetch_manifest(connection, reference).await?;
+    let (endpoint, top) = fetch_manifest(connection, reference, Access::Pull).await?;
     let platform = platform.cloned().unwrap_or_else(Platform::host);
-    let (image, _) = image_for(&endpoint, top, &platform).await?;
+    let image = endpoint
+        .client
+        .image_for_platform(&endpoint.repository, top, &platform)
+        .await?;
     let config = endpoint
         .client
-        .get_small_blob(&endpoint.repository, &image.config.digest()?)
+        .get_small_blob(
+            &endpoint.repository,
+            &parse_manifest(&image.bytes)?.config.digest()?,
+        )
         .await?;
     write_stdout(&config)
 }
@@ -197,31 +191,19 @@ pub async fn blob(connection: &Connection, reference: &str) -> anyhow::Result<()
 /// defaults to the source's.
 pub async fn cp(connection: &Connection, from: &str, to: &str, all: bool) -> anyhow::Result<()> {
     let (from_repository, from_target) = target_of(from)?;
-    let origin = connection.source(&from_repository)?;
-    let digest = match &from_target {
-        Target::Digest(digest) => digest.clone(),
-        Target::Tag(_) => {
-            let endpoint = Endpoint::connect(&origin, Access::Pull).await?;
-            endpoint
-                .client
-                .resolve_digest(&endpoint.repository, &from_target)
-                .await?
-                .with_context(|| format!("{from} not found"))?
-        }
-    };
     let (to_repository, to_target) = parse_reference(to)?;
-    let tag = match (to_target, from_target) {
-        (Some(Target::Tag(tag)), _) | (None, Target::Tag(tag)) => tag,
+    let tag = match (to_target, &from_target) {
+        (Some(Target::Tag(tag)), _) => tag,
+        (None, Target::Tag(tag)) => tag.clone(),
         (Some(Target::Digest(_)), _) => {
             bail!("cp: the destination {to:?} names a digest, not a tag")
         }
         (None, Target::Digest(_)) => bail!("cp: name a tag for the destination ({to}:TAG)"),
     };
-    let destination = connection.source(&to_repository)?;
     let served = crate::put::promote(
-        &origin,
-        &digest,
-        &destination,
+        &connection.source(&from_repository)?,
+        &from_target,
+        &connection.source(&to_repository)?,
         std::slice::from_ref(&tag),
         all,
     )
@@ -238,10 +220,7 @@ pub async fn tag(connection: &Connection, reference: &str, tags: &[String]) -> a
     for tag in tags {
         crate::reference::validate_tag(tag).with_context(|| format!("tag {tag:?}"))?;
     }
-    let (repository, _) = target_of(reference)?;
-    let source = connection.source(&repository)?;
-    let endpoint = Endpoint::connect(&source, Access::Push).await?;
-    let top = fetch_manifest_from(&endpoint, reference).await?;
+    let (endpoint, top) = fetch_manifest(connection, reference, Access::Push).await?;
     let bytes = bytes::Bytes::from(top.bytes);
     for tag in tags {
         endpoint
@@ -277,37 +256,21 @@ pub async fn rm(connection: &Connection, reference: &str, manifests: bool) -> an
     print_lines(&[deleted])
 }
 
+/// The manifest `reference` names, and the endpoint it came from (with
+/// `access`, for what comes next).
 async fn fetch_manifest(
     connection: &Connection,
     reference: &str,
+    access: Access,
 ) -> anyhow::Result<(Endpoint, Manifest)> {
-    let (repository, _) = target_of(reference)?;
-    let endpoint = connection.connect(&repository, Access::Pull).await?;
-    let top = fetch_manifest_from(&endpoint, reference).await?;
-    Ok((endpoint, top))
-}
-
-async fn fetch_manifest_from(endpoint: &Endpoint, reference: &str) -> anyhow::Result<Manifest> {
-    let (_, target) = target_of(reference)?;
+    let (repository, target) = target_of(reference)?;
+    let endpoint = connection.connect(&repository, access).await?;
     let manifest = endpoint
         .client
         .get_manifest(&endpoint.repository, &target)
         .await?
         .with_context(|| format!("{reference} not found"))?;
-    Ok(manifest)
-}
-
-/// The image manifest `top` stands for on `platform`, parsed and raw.
-async fn image_for(
-    endpoint: &Endpoint,
-    top: Manifest,
-    platform: &Platform,
-) -> anyhow::Result<(crate::image::manifest::ImageManifest, Manifest)> {
-    let raw = endpoint
-        .client
-        .image_for_platform(&endpoint.repository, top, platform)
-        .await?;
-    Ok((parse_manifest(&raw.bytes)?, raw))
+    Ok((endpoint, manifest))
 }
 
 fn print_lines(lines: &[String]) -> anyhow::Result<()> {

@@ -230,13 +230,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     std::io::stdin()
         .read_to_string(&mut input)
         .context("reading the request from stdin")?;
-    // One thread drives all network I/O (a check is I/O-bound and fans out
-    // concurrently on it); CPU-heavy work goes to blocking threads. Worker
-    // threads would cost more CPU to start than a tag-mode check needs.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     match command {
         Command::Check => {
             let request: CheckRequest = concourse::parse_request(&input)?;
@@ -262,12 +256,19 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The command-line verbs: output on stdout, logs (with --debug) on stderr.
-fn run_verb(command: Command) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// One thread drives all network I/O (a check is I/O-bound and fans out
+/// concurrently on it); CPU-heavy work goes to blocking threads. Worker
+/// threads would cost more CPU to start than a tag-mode check needs.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
+        .context("starting the async runtime")
+}
+
+/// The command-line verbs: output on stdout, logs (with --debug) on stderr.
+fn run_verb(command: Command) -> anyhow::Result<()> {
+    let runtime = runtime()?;
     let platform = |text: &Option<String>| text.as_deref().map(cli::parse_platform).transpose();
     let connect = |args: &ConnectionArgs| -> anyhow::Result<Connection> {
         let connection = args.connection()?;

@@ -144,12 +144,12 @@ pub struct Reference {
     pub target: Target,
 }
 
-impl FromStr for Reference {
-    type Err = anyhow::Error;
-
-    /// Parses `name[:tag][@digest]`; a missing tag means `latest`, and a
-    /// digest wins over a tag when both are given (as Docker does).
-    fn from_str(s: &str) -> anyhow::Result<Self> {
+impl Reference {
+    /// Splits `name[:tag][@digest]` into the name as written and what it
+    /// names, `None` when neither a tag nor a digest is given; a digest
+    /// wins over a tag when both are (as Docker does). The tag is checked
+    /// against the grammar, the name is not parsed.
+    pub fn split(s: &str) -> anyhow::Result<(&str, Option<Target>)> {
         let (name, digest) = match s.split_once('@') {
             Some((name, digest)) => (name, Some(digest.parse::<Digest>()?)),
             None => (s, None),
@@ -160,16 +160,29 @@ impl FromStr for Reference {
             Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
             None => (name, None),
         };
-        let repository = Repository::parse(name)?;
         let target = match (digest, tag) {
-            (Some(d), _) => Target::Digest(d),
+            (Some(d), _) => Some(Target::Digest(d)),
             (None, Some(t)) => {
                 validate_tag(t)?;
-                Target::Tag(t.to_owned())
+                Some(Target::Tag(t.to_owned()))
             }
-            (None, None) => Target::Tag("latest".to_owned()),
+            (None, None) => None,
         };
-        Ok(Reference { repository, target })
+        Ok((name, target))
+    }
+}
+
+impl FromStr for Reference {
+    type Err = anyhow::Error;
+
+    /// Parses `name[:tag][@digest]` (see [`Reference::split`]); a missing
+    /// tag means `latest`.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let (name, target) = Reference::split(s)?;
+        Ok(Reference {
+            repository: Repository::parse(name)?,
+            target: target.unwrap_or_else(|| Target::Tag("latest".to_owned())),
+        })
     }
 }
 

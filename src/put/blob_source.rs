@@ -1,7 +1,9 @@
 //! The bytes of a blob being pushed, produced on a blocking thread and
 //! hashed on the way: a file (or a file inside a tar) as it is, an
-//! in-memory config, or an uncompressed layer gzipped (see `gzip.rs`) in
-//! the same pass that hashes it, so its digest is known the moment its last byte is sent.
+//! in-memory config, a layer (re)compressed (an uncompressed one gzipped,
+//! see `recompress.rs`), a packed tree, or another repository's blob
+//! relayed, each hashed in the same pass that produces it, so its digest
+//! is known the moment its last byte is sent.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, OnceLock};
@@ -32,8 +34,6 @@ const RELAY_CHUNKS: usize = 16;
 pub enum BlobData {
     Slice(FileSlice),
     Memory(Bytes),
-    /// An uncompressed layer, gzipped while it is sent.
-    Gzip(FileSlice),
     /// A directory packed into a layer and gzipped while it is sent.
     Tree(Arc<TreeBlob>),
     /// A blob of another repository (`params.copy`), relayed as it is
@@ -79,7 +79,7 @@ impl BlobData {
     /// Bytes read from the input (the progress bar's total).
     pub fn input_len(&self) -> u64 {
         match self {
-            BlobData::Slice(s) | BlobData::Gzip(s) | BlobData::Recompress(s, _) => s.len,
+            BlobData::Slice(s) | BlobData::Recompress(s, _) => s.len,
             BlobData::Memory(b) => b.len() as u64,
             BlobData::Tree(tree) => tree.stats.file_bytes,
             BlobData::Remote(remote) => remote.size,
@@ -159,13 +159,6 @@ fn produce(data: &BlobData, out: &mut PieceWriter, bar: Option<&ProgressBar>) ->
             Ok(())
         }
         BlobData::Slice(slice) => copy(slice, out, bar),
-        BlobData::Gzip(slice) => {
-            super::gzip::compress(&mut slice.open()?, out, super::gzip::cores(), |n| {
-                if let Some(bar) = bar {
-                    bar.inc(n);
-                }
-            })
-        }
         BlobData::Tree(tree) => pack(tree, out, bar),
         BlobData::Recompress(slice, to) => super::recompress::recompress(slice, *to, out, |n| {
             if let Some(bar) = bar {

@@ -23,7 +23,7 @@ use crate::auth::Access;
 use crate::endpoint::Endpoint;
 use crate::image::manifest::{parse_index, parse_manifest};
 use crate::image::{Digest, media_type};
-use crate::reference::{Repository, Target};
+use crate::reference::{Reference, Repository, Target};
 use crate::registry::RegistryClient;
 use crate::registry::referrers::fallback_tag;
 use crate::source::{CopyParams, Source};
@@ -137,9 +137,10 @@ pub fn origin_source(
 }
 
 impl RemoteImage {
-    /// Reads what copying `digest` from `source` takes: manifests (kept as
-    /// bytes), blob descriptors, and referrers when asked for.
-    pub async fn read(source: &Source, digest: &Digest, referrers: bool) -> anyhow::Result<Self> {
+    /// Reads what copying `target` (a digest; the command line may name a
+    /// tag) from `source` takes: manifests (kept as bytes), blob
+    /// descriptors, and referrers when asked for.
+    pub async fn read(source: &Source, target: &Target, referrers: bool) -> anyhow::Result<Self> {
         let origin = Endpoint::connect(source, Access::Pull).await?;
         let mut walk = Walk {
             client: origin.client.clone(),
@@ -147,11 +148,13 @@ impl RemoteImage {
             blobs: Vec::new(),
             manifests: Vec::new(),
         };
-        let top = walk
-            .fetch(&Target::Digest(digest.clone()))
-            .await?
-            .with_context(|| format!("{}@{digest} not found", origin.repository))?;
-        walk.visit(&top, 0).await?;
+        let top = walk.fetch_all(target).await?.with_context(|| {
+            let reference = Reference {
+                repository: origin.repository.clone(),
+                target: target.clone(),
+            };
+            format!("{reference} not found")
+        })?;
         let children = std::mem::take(&mut walk.manifests);
         let mut image = RemoteImage {
             top,
@@ -163,57 +166,54 @@ impl RemoteImage {
             origin,
         };
         if referrers {
-            let mut subjects: Vec<Digest> = std::iter::once(&image.top)
-                .chain(&image.children)
-                .map(|m| m.digest.clone())
-                .collect();
-            for _ in 0..MAX_REFERRER_DEPTH {
-                let mut next = Vec::new();
-                for subject in subjects {
-                    let (_, list) = walk.client.referrers(&walk.repository, &subject).await?;
-                    let mut kept = Vec::new();
-                    for descriptor in list {
-                        let Some(digest) = descriptor["digest"]
-                            .as_str()
-                            .and_then(|d| d.parse::<Digest>().ok())
-                        else {
-                            continue;
-                        };
-                        let Some(manifest) = walk.fetch(&Target::Digest(digest.clone())).await?
-                        else {
-                            continue;
-                        };
-                        walk.visit(&manifest, 0).await?;
-                        image.referrers.append(&mut walk.manifests);
-                        image.referrers.push(manifest);
-                        kept.push(descriptor);
-                        next.push(digest);
-                    }
-                    for suffix in LEGACY_SUFFIXES {
-                        let tag = format!("{}{suffix}", fallback_tag(&subject));
-                        if let Some(manifest) = walk.fetch(&Target::Tag(tag.clone())).await? {
-                            walk.visit(&manifest, 0).await?;
-                            image.referrers.append(&mut walk.manifests);
-                            image.legacy_tags.push((tag, manifest));
-                        }
-                    }
-                    if !kept.is_empty() {
-                        image.referrer_lists.push((subject, kept));
-                    }
-                }
-                if next.is_empty() {
-                    break;
-                }
-                subjects = next;
-            }
+            image.read_referrers(&mut walk).await?;
         }
         image.blobs = walk.blobs;
         Ok(image)
     }
 
-    /// The origin's registry client.
-    pub fn client(&self) -> &Arc<RegistryClient> {
-        &self.origin.client
+    /// The manifests that refer to the copied ones (and to those, down to
+    /// [`MAX_REFERRER_DEPTH`]), with their blobs, and cosign's legacy tags.
+    async fn read_referrers(&mut self, walk: &mut Walk) -> anyhow::Result<()> {
+        let mut subjects: Vec<Digest> = std::iter::once(&self.top)
+            .chain(&self.children)
+            .map(|m| m.digest.clone())
+            .collect();
+        for _ in 0..MAX_REFERRER_DEPTH {
+            let mut next = Vec::new();
+            for subject in subjects {
+                let mut kept = Vec::new();
+                for descriptor in walk.client.referrers(&walk.repository, &subject).await? {
+                    let Some(digest) = descriptor["digest"]
+                        .as_str()
+                        .and_then(|d| d.parse::<Digest>().ok())
+                    else {
+                        continue;
+                    };
+                    if let Some(manifest) = walk.fetch_all(&Target::Digest(digest.clone())).await? {
+                        self.referrers.append(&mut walk.manifests);
+                        self.referrers.push(manifest);
+                        kept.push(descriptor);
+                        next.push(digest);
+                    }
+                }
+                for suffix in LEGACY_SUFFIXES {
+                    let tag = format!("{}{suffix}", fallback_tag(&subject));
+                    if let Some(manifest) = walk.fetch_all(&Target::Tag(tag.clone())).await? {
+                        self.referrers.append(&mut walk.manifests);
+                        self.legacy_tags.push((tag, manifest));
+                    }
+                }
+                if !kept.is_empty() {
+                    self.referrer_lists.push((subject, kept));
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            subjects = next;
+        }
+        Ok(())
     }
 }
 
@@ -237,6 +237,16 @@ impl Walk {
                 media_type: m.media_type,
                 digest: m.digest,
             }))
+    }
+
+    /// A manifest and everything under it (children into `manifests`,
+    /// blobs into `blobs`); `None` when the registry has no such manifest.
+    async fn fetch_all(&mut self, target: &Target) -> anyhow::Result<Option<RawManifest>> {
+        let Some(manifest) = self.fetch(target).await? else {
+            return Ok(None);
+        };
+        self.visit(&manifest, 0).await?;
+        Ok(Some(manifest))
     }
 
     async fn visit(&mut self, manifest: &RawManifest, depth: usize) -> anyhow::Result<()> {

@@ -103,7 +103,8 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         (Some(copy), _, _) => {
             let (repository, digest) = copy::origin_reference(copy, src)?;
             let origin = copy::origin_source(copy, &repository, source)?;
-            let image = copy::RemoteImage::read(&origin, &digest, copy.referrers)
+            let target = crate::reference::Target::Digest(digest.clone());
+            let image = copy::RemoteImage::read(&origin, &target, copy.referrers)
                 .await
                 .with_context(|| format!("reading {repository}@{digest}"))?;
             let what = format!("{repository}@{digest}");
@@ -115,9 +116,9 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
                 "" => None,
                 glob => Some(input::locate(src, glob).context("params.package.base")?),
             };
-            let (preparing, package, dir) = (path.clone(), package.clone(), src.to_path_buf());
+            let (preparing, package, base_path) = (path.clone(), package.clone(), base.clone());
             let image = tokio::task::spawn_blocking(move || {
-                package::PackageImage::prepare(&preparing, &package, &dir)
+                package::PackageImage::prepare(&preparing, &package, base_path.as_deref())
             })
             .await
             .context("the package reading thread failed")??;
@@ -147,11 +148,6 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         input,
         Input::Package(_) | Input::Artifact(_) | Input::Remote(_)
     );
-    // A copy keeps its digest, or fails.
-    let copied = match &input {
-        Input::Remote(image) => Some(image.top.digest.clone()),
-        _ => None,
-    };
 
     let endpoint = Endpoint::connect(source, Access::Push).await?;
     let (client, repository) = (&endpoint.client, &endpoint.repository);
@@ -161,14 +157,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     {
         client.set_upload_chunk_bytes(bytes);
     }
-    let copied_from = match &input {
-        Input::Remote(image) => Some(image.origin.repository.clone()),
-        _ => None,
-    };
-    let mount_from = copied_from
-        .or_else(|| origin_of.as_deref().and_then(input::origin_repository))
-        .filter(|origin| origin.api_host() == repository.api_host())
-        .map(|origin| origin.path().to_owned());
+    let mount_from = mount_source(&input, origin_of.as_deref(), repository);
     let existing = if tag_request.wants_aliases()? {
         existing_tags(client, repository)
             .await
@@ -191,11 +180,6 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     let pushed = pusher.push(input, &tags).await;
     progress.finish();
     let digest = pushed.context("pushing image failed")?;
-    if let Some(origin) = copied
-        && origin != digest
-    {
-        bail!("the copy is served as {digest}, not as the origin's {origin}");
-    }
     tracing::info!("pushed {}@{digest}", endpoint.name);
     let mut metadata = vec![
         MetadataField::new("repository", &endpoint.name),
@@ -217,36 +201,47 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     })
 }
 
-/// Copies `digest` from `origin` into `destination` under `tags` (the
+/// Copies `target` from `origin` into `destination` under `tags` (the
 /// promotion engine, for the command line); the digest it is served as,
-/// checked to be the origin's.
+/// the origin's (see [`Pusher::push`]).
 pub async fn promote(
     origin: &crate::source::Source,
-    digest: &crate::image::Digest,
+    target: &crate::reference::Target,
     destination: &crate::source::Source,
     tags: &[String],
     referrers: bool,
 ) -> anyhow::Result<crate::image::Digest> {
-    let image = copy::RemoteImage::read(origin, digest, referrers).await?;
+    let image = copy::RemoteImage::read(origin, target, referrers).await?;
     let endpoint = Endpoint::connect(destination, Access::Push).await?;
-    let mount_from = Some(image.origin.repository.clone())
-        .filter(|o| o.api_host() == endpoint.repository.api_host())
-        .map(|o| o.path().to_owned());
+    let input = Input::Remote(Box::new(image));
     let progress = Progress::new(destination.debug);
     let pusher = Pusher {
         client: &endpoint.client,
         repo: &endpoint.repository,
         progress: &progress,
-        mount_from,
+        mount_from: mount_source(&input, None, &endpoint.repository),
         compression: recompress::LayerCompression::Keep,
     };
-    let pushed = pusher.push(Input::Remote(Box::new(image)), tags).await;
+    let pushed = pusher.push(input, tags).await;
     progress.finish();
-    let served = pushed?;
-    if served != *digest {
-        bail!("the copy is served as {served}, not as the origin's {digest}");
-    }
-    Ok(served)
+    pushed
+}
+
+/// A repository of `destination`'s registry the input's blobs may be
+/// mounted from: a copy's origin, or the repository a `get` of this
+/// resource fetched `origin_path` from.
+fn mount_source(
+    input: &Input,
+    origin_path: Option<&Path>,
+    destination: &crate::reference::Repository,
+) -> Option<String> {
+    let origin = match input {
+        Input::Remote(image) => Some(image.origin.repository.clone()),
+        _ => origin_path.and_then(input::origin_repository),
+    };
+    origin
+        .filter(|origin| origin.api_host() == destination.api_host())
+        .map(|origin| origin.path().to_owned())
 }
 
 /// The repository's tags; none when it does not exist yet.

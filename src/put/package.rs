@@ -63,9 +63,13 @@ impl TreeBlob {
 
 impl PackageImage {
     /// Checks `params` against the directory at `path` (everything in it
-    /// packable) before anything is sent.
-    /// `base` is relative to `src`.
-    pub fn prepare(path: &Path, params: &PackageParams, src: &Path) -> anyhow::Result<Self> {
+    /// packable) and the base image at `base` (what `params.base` matched)
+    /// before anything is sent.
+    pub fn prepare(
+        path: &Path,
+        params: &PackageParams,
+        base: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("params.package.path: reading {}", path.display()))?;
         let (unpacked, root) = if meta.is_dir() {
@@ -87,13 +91,9 @@ impl PackageImage {
         let stats = tree_layer::measure(path)
             .with_context(|| format!("params.package.path: {}", path.display()))?;
         let mtime = source_date_epoch()?;
-        let base = if params.base.is_empty() {
-            None
-        } else {
-            let base_path =
-                super::input::locate(src, &params.base).context("params.package.base")?;
+        let base = if let Some(base_path) = base {
             let wanted = params.platform.as_ref().map(|p| p.to_image_platform());
-            let base = BaseImage::load(&base_path, wanted.as_ref())
+            let base = BaseImage::load(base_path, wanted.as_ref())
                 .with_context(|| format!("params.package.base: {}", base_path.display()))?;
             if let Some(wanted) = &wanted {
                 let has = base::platform_of(base.config());
@@ -105,6 +105,8 @@ impl PackageImage {
                 }
             }
             Some(base)
+        } else {
+            None
         };
         let config = match &base {
             Some(base) => on_base(base.config(), params, mtime)?,

@@ -17,7 +17,7 @@ use super::blob_source::{BlobData, LocalBlob, RemoteBlob, hash};
 use super::copy::RemoteImage;
 use super::docker_save::{self, DockerSaveImage, PushedLayer, SavedLayer};
 use super::input::Input;
-use super::layout::{LayoutImage, RawManifest};
+use super::layout::{LayoutBlob, LayoutImage, RawManifest};
 use super::package::PackageImage;
 use super::recompress::{self, LayerCompression, NewLayer};
 use crate::image::compression::Compression;
@@ -54,7 +54,10 @@ struct Job {
 impl Pusher<'_> {
     /// Pushes `input` under `tags`; the digest the registry serves for the
     /// first tag.
+    /// A copy (`Input::Remote`) must be served as the origin's digest: a
+    /// difference fails the push instead of only being reported.
     pub async fn push(&self, input: Input, tags: &[String]) -> anyhow::Result<Digest> {
+        let exact = matches!(input, Input::Remote(_));
         let top = match input {
             Input::Layout(layout) => self.push_layout(layout).await?,
             Input::DockerSave(image) => self.push_docker_save(&image, tags).await?,
@@ -76,6 +79,12 @@ impl Pusher<'_> {
             .resolve_digest(self.repo, &Target::Tag(first.to_owned()))
             .await?
             .with_context(|| format!("{}:{first} is missing right after its push", self.repo))?;
+        if served != top.digest && exact {
+            bail!(
+                "the copy is served as {served}, not as the origin's {}",
+                top.digest
+            );
+        }
         if served != top.digest {
             tracing::warn!(
                 "{}:{first} is served as {served}, not as the pushed {}",
@@ -87,64 +96,28 @@ impl Pusher<'_> {
     }
 
     async fn push_layout(&self, layout: LayoutImage) -> anyhow::Result<RawManifest> {
-        let LayerCompression::To(to) = self.compression else {
-            let jobs = layout
-                .blobs
-                .into_iter()
-                .map(|blob| Job {
-                    source: LocalBlob::new(
-                        BlobData::Slice(blob.data),
-                        blob.digest.algorithm(),
-                        &blob.digest.to_string(),
-                        self.progress,
-                    ),
-                    expected: Some((blob.digest, blob.size)),
-                })
-                .collect();
-            self.upload(jobs).await?;
-            self.put_children(&layout.children).await?;
-            return Ok(layout.top);
+        let (to, convert) = match self.compression {
+            LayerCompression::To(to) => (to, layers_to_convert(&layout, to)?),
+            // Nothing to convert: `to` is never used.
+            LayerCompression::Keep => (Compression::None, Vec::new()),
         };
-        // Which blobs are tar layers stored otherwise than asked.
-        let mut convert: Vec<Digest> = Vec::new();
-        for manifest in layout.children.iter().chain(std::iter::once(&layout.top)) {
-            if media_type::is_index(&manifest.media_type) {
-                continue;
-            }
-            for layer in parse_manifest(&manifest.bytes)?.layers {
-                if !recompress::is_tar_layer(&layer.media_type) {
-                    continue;
-                }
-                let digest = layer.digest()?;
-                let Some(blob) = layout.blobs.iter().find(|b| b.digest == digest) else {
-                    continue;
-                };
-                if Compression::sniff(&blob.data.head(4)?) != to && !convert.contains(&digest) {
-                    convert.push(digest);
-                }
-            }
-        }
         let jobs: Vec<Job> = layout
             .blobs
             .iter()
             .map(|blob| {
-                let recompressing = convert.contains(&blob.digest);
-                Job {
-                    source: LocalBlob::new(
-                        if recompressing {
-                            BlobData::Recompress(blob.data.clone(), to)
-                        } else {
-                            BlobData::Slice(blob.data.clone())
-                        },
-                        blob.digest.algorithm(),
-                        &blob.digest.to_string(),
-                        self.progress,
-                    ),
-                    expected: (!recompressing).then(|| (blob.digest.clone(), blob.size)),
+                let label = blob.digest.to_string();
+                if convert.contains(&blob.digest) {
+                    self.job(BlobData::Recompress(blob.data.clone(), to), &label, None)
+                } else {
+                    self.layout_job(blob, &label)
                 }
             })
             .collect();
         let outcomes = self.upload(jobs).await?;
+        if convert.is_empty() {
+            self.put_children(&layout.children).await?;
+            return Ok(layout.top);
+        }
         let layers: HashMap<Digest, NewLayer> = layout
             .blobs
             .iter()
@@ -198,6 +171,30 @@ impl Pusher<'_> {
         Ok(top)
     }
 
+    /// A job for `data`, labelled `label` in progress and errors;
+    /// `expected` (digest, size) when known before reading.
+    fn job(&self, data: BlobData, label: &str, expected: Option<(Digest, u64)>) -> Job {
+        let algorithm = expected
+            .as_ref()
+            .map_or(Algorithm::Sha256, |(digest, _)| digest.algorithm());
+        Job {
+            source: LocalBlob::new(data, algorithm, label, self.progress),
+            expected,
+        }
+    }
+
+    /// A blob held in memory (a config) whose digest the caller computed.
+    fn memory_job(&self, bytes: Bytes, digest: &Digest, label: &str) -> Job {
+        let expected = Some((digest.clone(), bytes.len() as u64));
+        self.job(BlobData::Memory(bytes), label, expected)
+    }
+
+    /// A blob of an OCI layout, pushed as it is stored.
+    fn layout_job(&self, blob: &LayoutBlob, label: &str) -> Job {
+        let expected = Some((blob.digest.clone(), blob.size));
+        self.job(BlobData::Slice(blob.data.clone()), label, expected)
+    }
+
     /// Manifests below a top one, by digest: images first, all at once;
     /// then indexes, in order (each after its children).
     async fn put_children(&self, children: &[RawManifest]) -> anyhow::Result<()> {
@@ -222,19 +219,18 @@ impl Pusher<'_> {
         let jobs = image
             .blobs
             .iter()
-            .map(|(digest, size)| Job {
-                source: LocalBlob::new(
-                    BlobData::Remote(Arc::new(RemoteBlob {
-                        client: image.client().clone(),
-                        repository: image.origin.repository.clone(),
-                        digest: digest.clone(),
-                        size: *size,
-                    })),
-                    digest.algorithm(),
+            .map(|(digest, size)| {
+                let remote = RemoteBlob {
+                    client: image.origin.client.clone(),
+                    repository: image.origin.repository.clone(),
+                    digest: digest.clone(),
+                    size: *size,
+                };
+                self.job(
+                    BlobData::Remote(Arc::new(remote)),
                     &digest.to_string(),
-                    self.progress,
-                ),
-                expected: Some((digest.clone(), *size)),
+                    Some((digest.clone(), *size)),
+                )
             })
             .collect();
         self.upload(jobs).await?;
@@ -352,15 +348,7 @@ impl Pusher<'_> {
             });
         }
         let total = image.layers.len();
-        let mut jobs = vec![Job {
-            expected: Some((config_digest.clone(), image.config.len() as u64)),
-            source: LocalBlob::new(
-                BlobData::Memory(image.config.clone()),
-                Algorithm::Sha256,
-                "config",
-                self.progress,
-            ),
-        }];
+        let mut jobs = vec![self.memory_job(image.config.clone(), &config_digest, "config")];
         let mut positions = Vec::with_capacity(total);
         for (i, (layer, hashed)) in image.layers.iter().zip(hashes).enumerate() {
             let SavedLayer::Data { data, compression } = layer else {
@@ -377,21 +365,15 @@ impl Pusher<'_> {
                             .context("hashing a layer")?,
                     ),
                 ),
-                None if *compression == Compression::None
-                    && becomes(*compression) == Compression::Gzip =>
-                {
-                    (BlobData::Gzip(data.clone()), None)
-                }
+                // Compressed on the way (an uncompressed layer gzipped, or
+                // another compression asked for).
                 None => (
                     BlobData::Recompress(data.clone(), becomes(*compression)),
                     None,
                 ),
             };
             positions.push(Some((jobs.len(), becomes(*compression))));
-            jobs.push(Job {
-                source: LocalBlob::new(data, Algorithm::Sha256, &label, self.progress),
-                expected,
-            });
+            jobs.push(self.job(data, &label, expected));
         }
         let outcomes = self.upload(jobs).await?;
         let pushed: Vec<Option<PushedLayer>> = positions
@@ -441,16 +423,8 @@ impl Pusher<'_> {
         let config = Bytes::from(package.config_bytes(&diff_id));
         let config_digest = Digest::sha256_of(&config);
         let config_size = config.len() as u64;
-        self.upload(vec![Job {
-            expected: Some((config_digest.clone(), config_size)),
-            source: LocalBlob::new(
-                BlobData::Memory(config),
-                Algorithm::Sha256,
-                "config",
-                self.progress,
-            ),
-        }])
-        .await?;
+        self.upload(vec![self.memory_job(config, &config_digest, "config")])
+            .await?;
         let (bytes, manifest_type) = match base_manifest {
             None => (
                 PackageImage::manifest_bytes(
@@ -487,17 +461,12 @@ impl Pusher<'_> {
                 let jobs = blobs
                     .iter()
                     .enumerate()
-                    .map(|(i, blob)| Job {
-                        source: LocalBlob::new(
-                            BlobData::Slice(blob.data.clone()),
-                            blob.digest.algorithm(),
-                            &match i {
-                                0 => "base config".to_owned(),
-                                _ => format!("base layer {i}/{total}"),
-                            },
-                            self.progress,
-                        ),
-                        expected: Some((blob.digest.clone(), blob.size)),
+                    .map(|(i, blob)| {
+                        let label = match i {
+                            0 => "base config".to_owned(),
+                            _ => format!("base layer {i}/{total}"),
+                        };
+                        self.layout_job(blob, &label)
                     })
                     .collect();
                 self.upload(jobs).await?;
@@ -514,40 +483,18 @@ impl Pusher<'_> {
         let config_digest = Digest::sha256_of(config);
         let config_size = config.len() as u64;
         let total = artifact.files.len();
-        let mut jobs = vec![Job {
-            expected: Some((config_digest.clone(), config_size)),
-            source: LocalBlob::new(
-                BlobData::Memory(config.clone()),
-                Algorithm::Sha256,
-                "config",
-                self.progress,
-            ),
-        }];
+        let mut jobs = vec![self.memory_job(config.clone(), &config_digest, "config")];
         // No files: the one layer is the empty descriptor, whose `{}`
         // must be in the repository too.
         if artifact.files.is_empty() && config.as_ref() != super::artifact::EMPTY_JSON {
             let empty = Bytes::from_static(super::artifact::EMPTY_JSON);
-            jobs.push(Job {
-                expected: Some((Digest::sha256_of(&empty), empty.len() as u64)),
-                source: LocalBlob::new(
-                    BlobData::Memory(empty),
-                    Algorithm::Sha256,
-                    "empty layer",
-                    self.progress,
-                ),
-            });
+            let digest = Digest::sha256_of(&empty);
+            jobs.push(self.memory_job(empty, &digest, "empty layer"));
         }
         let first_file = jobs.len();
         for (i, file) in artifact.files.iter().enumerate() {
-            jobs.push(Job {
-                expected: None,
-                source: LocalBlob::new(
-                    BlobData::Slice(file.data.clone()),
-                    Algorithm::Sha256,
-                    &format!("file {}/{total} {}", i + 1, file.title),
-                    self.progress,
-                ),
-            });
+            let label = format!("file {}/{total} {}", i + 1, file.title);
+            jobs.push(self.job(BlobData::Slice(file.data.clone()), &label, None));
         }
         let outcomes = self.upload(jobs).await?;
         let files: Vec<(Digest, u64)> = outcomes[first_file..]
@@ -650,6 +597,30 @@ impl Pusher<'_> {
             .try_collect()
             .await
     }
+}
+
+/// The tar layers of `layout`'s images stored otherwise than `to`, each
+/// once.
+fn layers_to_convert(layout: &LayoutImage, to: Compression) -> anyhow::Result<Vec<Digest>> {
+    let mut convert: Vec<Digest> = Vec::new();
+    for manifest in layout.children.iter().chain(std::iter::once(&layout.top)) {
+        if media_type::is_index(&manifest.media_type) {
+            continue;
+        }
+        for layer in parse_manifest(&manifest.bytes)?.layers {
+            if !recompress::is_tar_layer(&layer.media_type) {
+                continue;
+            }
+            let digest = layer.digest()?;
+            let Some(blob) = layout.blobs.iter().find(|b| b.digest == digest) else {
+                continue;
+            };
+            if Compression::sniff(&blob.data.head(4)?) != to && !convert.contains(&digest) {
+                convert.push(digest);
+            }
+        }
+    }
+    Ok(convert)
 }
 
 /// Refuses an empty tag list (the tag rules make one impossible).

@@ -141,29 +141,36 @@ pub fn rewrite_image(
     if !changed {
         return Ok(None);
     }
+    // Docker and OCI name the same layer kinds; a manifest's layers must
+    // use its own family's names.
+    const SAME_KINDS: [(&str, &str); 2] = [
+        (media_type::DOCKER_LAYER_GZIP, media_type::OCI_LAYER_GZIP),
+        (media_type::DOCKER_LAYER_TAR, media_type::OCI_LAYER_TAR),
+    ];
     let docker = declared_type == media_type::DOCKER_MANIFEST;
-    let media_type = if docker && !zstd {
-        // Docker's own types back, for a Docker manifest that stays one.
+    // A Docker manifest stays one, unless it now has zstd layers, which
+    // Docker has no type for: then the whole manifest becomes OCI.
+    let stays_docker = docker && !zstd;
+    if docker {
         for layer in list.iter_mut() {
-            if layer["mediaType"] == media_type::OCI_LAYER_GZIP {
-                layer["mediaType"] = json!(media_type::DOCKER_LAYER_GZIP);
-            } else if layer["mediaType"] == media_type::OCI_LAYER_TAR {
-                layer["mediaType"] = json!(media_type::DOCKER_LAYER_TAR);
-            }
-        }
-        media_type::DOCKER_MANIFEST
-    } else {
-        if docker {
-            // Docker has no zstd type: the whole manifest becomes OCI.
-            for layer in list.iter_mut() {
-                if layer["mediaType"] == media_type::DOCKER_LAYER_GZIP {
-                    layer["mediaType"] = json!(media_type::OCI_LAYER_GZIP);
-                } else if layer["mediaType"] == media_type::DOCKER_LAYER_TAR {
-                    layer["mediaType"] = json!(media_type::OCI_LAYER_TAR);
+            for (docker_type, oci_type) in SAME_KINDS {
+                let (from, to) = if stays_docker {
+                    (oci_type, docker_type)
+                } else {
+                    (docker_type, oci_type)
+                };
+                if layer["mediaType"] == from {
+                    layer["mediaType"] = json!(to);
                 }
             }
-            manifest["config"]["mediaType"] = json!(media_type::OCI_CONFIG);
         }
+    }
+    if docker && !stays_docker {
+        manifest["config"]["mediaType"] = json!(media_type::OCI_CONFIG);
+    }
+    let media_type = if stays_docker {
+        media_type::DOCKER_MANIFEST
+    } else {
         media_type::OCI_MANIFEST
     };
     manifest["mediaType"] = json!(media_type);

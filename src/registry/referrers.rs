@@ -18,17 +18,6 @@ use crate::reference::{Repository, Target};
 /// A referrers index larger than this is refused.
 const MAX_REFERRERS_BYTES: usize = 4 << 20;
 
-/// Where a repository's referrers of one manifest were found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReferrersFrom {
-    /// The referrers API answered.
-    Api,
-    /// The `sha256-<hex>` fallback tag holds them.
-    FallbackTag,
-    /// Neither: the manifest has no referrers here.
-    Nowhere,
-}
-
 impl RegistryClient {
     /// The descriptors of the manifests whose `subject` is `digest`: from
     /// the referrers API when the registry has it, else from the fallback
@@ -37,16 +26,16 @@ impl RegistryClient {
         &self,
         repo: &Repository,
         digest: &Digest,
-    ) -> anyhow::Result<(ReferrersFrom, Vec<Value>)> {
+    ) -> anyhow::Result<Vec<Value>> {
         if let Some(list) = self.referrers_api(repo, digest).await? {
-            return Ok((ReferrersFrom::Api, list));
+            return Ok(list);
         }
         match self
             .get_manifest(repo, &Target::Tag(fallback_tag(digest)))
             .await?
         {
-            Some(index) => Ok((ReferrersFrom::FallbackTag, descriptors(&index.bytes)?)),
-            None => Ok((ReferrersFrom::Nowhere, Vec::new())),
+            Some(index) => descriptors(&index.bytes),
+            None => Ok(Vec::new()),
         }
     }
 
