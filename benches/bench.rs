@@ -242,9 +242,6 @@ fn bench_get() {
         .map(|l| support::image::sha256(l))
         .collect();
     drop(img);
-    let pipeline = |inflate: &str, dest: &Path| {
-        measure::tar_pipeline(&registry.host(), "bench/big", &layer_digests, inflate, dest)
-    };
     println!(
         "  image: {} MiB uncompressed, {} MiB compressed",
         uncompressed / MIB,
@@ -255,66 +252,15 @@ fn bench_get() {
     let _ = std::fs::remove_dir_all(shm);
     std::fs::create_dir_all(shm).unwrap();
     let request = json!({"source": {"repository": registry.repo("bench/big")}, "version": {"tag": "latest", "digest": digest}});
-    let (mut ours, mut peer) = (Vec::new(), Vec::new());
-    let (mut ours_rss, mut peer_rss) = (Vec::new(), Vec::new());
-    let (mut ours_cpu, mut gnu, mut pigz) = (Vec::new(), Vec::new(), Vec::new());
-    for run in 0..RUNS {
-        gnu.push(pipeline("gzip -dc", &shm.join(format!("gnu-{run}"))).wall);
-        pigz.push(pipeline("pigz -dc", &shm.join(format!("pigz-{run}"))).wall);
-        let dest = shm.join(format!("ours-{run}"));
-        std::fs::create_dir_all(&dest).unwrap();
-        let program = support::resource_dir().join("in");
-        let m = measure::run(
-            &program,
-            &[dest.clone().into()],
-            &[],
-            request.to_string().as_bytes(),
-        );
-        assert!(m.success, "in failed: {}", m.stderr);
-        ours.push(m.wall);
-        ours_rss.push(m.max_rss_kib);
-        ours_cpu.push(m.cpu);
-        std::fs::remove_dir_all(&dest).unwrap();
-
-        let (a, b) = measure::skopeo_umoci(
-            &registry.host(),
-            &format!("bench/big@{digest}"),
-            &shm.join(format!("peer-{run}")),
-        );
-        peer.push(a.wall + b.wall);
-        peer_rss.push(a.max_rss_kib.max(b.max_rss_kib));
-    }
+    measure::compare_unpack(
+        &registry.host(),
+        "bench/big",
+        &digest,
+        &layer_digests,
+        shm,
+        RUNS,
+    );
     let _ = std::fs::remove_dir_all(shm);
-    let (o, p) = (median(ours), median(peer));
-    let (g, z) = (median(gnu), median(pigz));
-    let cpu = median(ours_cpu);
-    println!("  rootfs to tmpfs, median of {RUNS} alternating runs:");
-    println!(
-        "    ours (in):                     {}   peak RSS {} MiB   CPU {} ({:.0}% of one core)",
-        ms(o),
-        median_u64(ours_rss) / 1024,
-        ms(cpu),
-        100.0 * cpu.as_secs_f64() / o.as_secs_f64()
-    );
-    println!(
-        "    curl | gzip -dc | tar -x:      {}   ratio ours/it {:.2}x",
-        ms(g),
-        o.as_secs_f64() / g.as_secs_f64()
-    );
-    println!(
-        "    curl | pigz -dc | tar -x:      {}   ratio ours/it {:.2}x",
-        ms(z),
-        o.as_secs_f64() / z.as_secs_f64()
-    );
-    println!(
-        "    skopeo copy + umoci raw unpack: {}   peak RSS {} MiB",
-        ms(p),
-        median_u64(peer_rss) / 1024
-    );
-    println!(
-        "    ratio ours/peer: {:.2}x",
-        o.as_secs_f64() / p.as_secs_f64()
-    );
 
     // The same image with zstd layers (as `out` with compression: zstd
     // writes them), against the gzip one, both fetched by our `in`.

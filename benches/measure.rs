@@ -211,3 +211,77 @@ pub fn skopeo_umoci(
     let _ = std::fs::remove_dir_all(work);
     (a, b)
 }
+
+/// `in` of `repo@digest` (gzip `layers`) to a rootfs under `work`, against
+/// the `curl | gzip -dc | tar -x` and `curl | pigz -dc | tar -x` floors and
+/// skopeo copy + umoci raw unpack, alternating, `runs` times; prints the
+/// medians, ratios, peak RSS and our CPU use.
+pub fn compare_unpack(
+    host: &str,
+    repo: &str,
+    digest: &str,
+    layers: &[String],
+    work: &std::path::Path,
+    runs: usize,
+) {
+    let request = serde_json::json!({"source": {"repository": format!("{host}/{repo}")},
+                                     "version": {"tag": "latest", "digest": digest}});
+    let (mut ours, mut gnu, mut pigz, mut peer) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let dest = work.join("ours");
+        std::fs::create_dir_all(&dest).unwrap();
+        ours.push(resource_step("in", &dest, &request));
+        std::fs::remove_dir_all(&dest).unwrap();
+        gnu.push(tar_pipeline(
+            host,
+            repo,
+            layers,
+            "gzip -dc",
+            &work.join("gnu"),
+        ));
+        pigz.push(tar_pipeline(
+            host,
+            repo,
+            layers,
+            "pigz -dc",
+            &work.join("pigz"),
+        ));
+        peer.push(skopeo_umoci(
+            host,
+            &format!("{repo}@{digest}"),
+            &work.join("peer"),
+        ));
+    }
+    let wall = |runs: &[Measurement]| median(runs.iter().map(|m| m.wall).collect());
+    let rss = |runs: &[u64]| median_u64(runs.to_vec()) / 1024;
+    let o = wall(&ours);
+    let cpu = median(ours.iter().map(|m| m.cpu).collect());
+    println!("  rootfs to tmpfs, median of {runs} alternating runs:");
+    println!(
+        "    ours (in)                       {}   peak RSS {} MiB   CPU {} ({:.0}% of one core)",
+        ms(o),
+        rss(&ours.iter().map(|m| m.max_rss_kib).collect::<Vec<_>>()),
+        ms(cpu),
+        100.0 * cpu.as_secs_f64() / o.as_secs_f64()
+    );
+    let peer_wall = median(peer.iter().map(|(a, b)| a.wall + b.wall).collect());
+    let peer_rss = rss(&peer
+        .iter()
+        .map(|(a, b)| a.max_rss_kib.max(b.max_rss_kib))
+        .collect::<Vec<_>>());
+    for (label, floor, note) in [
+        ("curl | gzip -dc | tar -x", wall(&gnu), String::new()),
+        ("curl | pigz -dc | tar -x", wall(&pigz), String::new()),
+        (
+            "skopeo copy + umoci raw unpack",
+            peer_wall,
+            format!("   peak RSS {peer_rss} MiB"),
+        ),
+    ] {
+        println!(
+            "    {label:<31} {}   ratio ours/it {:.2}x{note}",
+            ms(floor),
+            o.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
+}

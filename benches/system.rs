@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::measure::{self, Measurement, median, median_u64, ms};
+use super::measure;
 use super::support::TestRegistry;
 
 const RUNS: usize = 3;
@@ -97,59 +97,6 @@ pub fn run() {
         layers.iter().map(|(_, n)| n).sum::<usize>() >> 20
     );
     let layer_digests: Vec<String> = layers.iter().map(|(d, _)| d.clone()).collect();
-    let request = json!({"source": {"repository": registry.repo(repo)},
-                         "version": {"tag": "latest", "digest": digest}});
-    let (mut ours, mut gnu, mut pigz, mut peer): (Vec<Measurement>, Vec<_>, Vec<_>, Vec<_>) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for run in 0..RUNS {
-        let dest = shm.join(format!("ours-{run}"));
-        std::fs::create_dir_all(&dest).unwrap();
-        ours.push(measure::resource_step("in", &dest, &request));
-        std::fs::remove_dir_all(&dest).unwrap();
-        let host = registry.host();
-        gnu.push(measure::tar_pipeline(
-            &host,
-            repo,
-            &layer_digests,
-            "gzip -dc",
-            &shm.join("gnu"),
-        ));
-        pigz.push(measure::tar_pipeline(
-            &host,
-            repo,
-            &layer_digests,
-            "pigz -dc",
-            &shm.join("pigz"),
-        ));
-        peer.push(measure::skopeo_umoci(
-            &host,
-            &format!("{repo}@{digest}"),
-            &shm.join("peer"),
-        ));
-    }
+    measure::compare_unpack(&registry.host(), repo, &digest, &layer_digests, shm, RUNS);
     let _ = std::fs::remove_dir_all(shm);
-    let wall = |runs: &[Measurement]| median(runs.iter().map(|m| m.wall).collect());
-    let o = wall(&ours);
-    let cpu = median(ours.iter().map(|m| m.cpu).collect());
-    let (g, z) = (wall(&gnu), wall(&pigz));
-    let p = median(peer.iter().map(|(a, b)| a.wall + b.wall).collect());
-    println!("  rootfs to tmpfs, median of {RUNS} alternating runs:");
-    println!(
-        "    ours (in):                      {}   peak RSS {} MiB   CPU {} ({:.0}% of one core)",
-        ms(o),
-        median_u64(ours.iter().map(|m| m.max_rss_kib).collect()) / 1024,
-        ms(cpu),
-        100.0 * cpu.as_secs_f64() / o.as_secs_f64()
-    );
-    for (label, floor) in [
-        ("curl | gzip -dc | tar -x", g),
-        ("curl | pigz -dc | tar -x", z),
-        ("skopeo copy + umoci raw unpack", p),
-    ] {
-        println!(
-            "    {label:<31} {}   ratio ours/it {:.2}x",
-            ms(floor),
-            o.as_secs_f64() / floor.as_secs_f64()
-        );
-    }
 }
