@@ -203,7 +203,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
 
 /// Copies `target` from `origin` into `destination` under `tags` (the
 /// promotion engine, for the command line); the digest it is served as,
-/// the origin's (see [`Pusher::push`]).
+/// the origin's (see `Pusher::push`).
 pub async fn promote(
     origin: &crate::source::Source,
     target: &crate::reference::Target,
