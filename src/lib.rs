@@ -4,7 +4,8 @@
 //! `check`, `get` (`in`) and `put` (`out`) are thin steps over shared parts:
 //! the registry client ([`registry`]), the image model ([`image`]),
 //! credentials ([`auth`]), image references ([`reference`](mod@reference)) and where a
-//! repository's requests go ([`endpoint`]). Those parts are the library;
+//! repository's requests go ([`endpoint`]), and cosign signatures
+//! ([`sign`]). Those parts are the library;
 //! the steps and the command line are the binary's and are hidden here.
 //!
 //! # Example
@@ -41,6 +42,7 @@ pub mod endpoint;
 pub mod image;
 pub mod reference;
 pub mod registry;
+pub mod sign;
 pub mod source;
 
 // The binary's steps and helpers: public for it and for the tests, not a

@@ -171,6 +171,19 @@ pub struct Source {
     /// Notary v1 signing; accepted so the error can say why it is refused.
     #[serde(default)]
     pub content_trust: Option<serde_json::Value>,
+
+    /// A cosign public key (PEM, ECDSA P-256 or Ed25519): `check` reports
+    /// only digests signed with it, `in` refuses others.
+    #[serde(default)]
+    pub cosign_public_key: String,
+    /// Keyless verification; accepted so the error can say why it is
+    /// refused.
+    #[serde(default)]
+    pub cosign_certificate_identity: Option<serde_json::Value>,
+    /// Keyless verification; accepted so the error can say why it is
+    /// refused.
+    #[serde(default)]
+    pub cosign_certificate_oidc_issuer: Option<serde_json::Value>,
 }
 
 /// `source.registry_mirror`: a pull-through mirror for Docker Hub.
@@ -259,6 +272,30 @@ pub struct PutParams {
     /// `keep` (default), `gzip` or `zstd`: the layers' compression.
     #[serde(default)]
     pub compression: String,
+    /// Sign every manifest pushed with a cosign key.
+    #[serde(default)]
+    pub sign: Option<SignParams>,
+}
+
+/// `params.sign`: cosign signatures of what a put pushed.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignParams {
+    /// The private key: a path under the put's directory (a glob), or the
+    /// PEM itself (`((cosign.key))` from a credential manager).
+    #[serde(default)]
+    pub key: Secret,
+    /// The key's password (cosign's encrypted keys).
+    #[serde(default)]
+    pub password: Secret,
+    /// An environment variable holding the password (local use);
+    /// `COSIGN_PASSWORD` is read when neither is set.
+    #[serde(default)]
+    pub password_env: String,
+    /// `tag` (default): cosign's `sha256-<hex>.sig` tag; `bundle`: a
+    /// sigstore bundle pushed as an OCI 1.1 referrer.
+    #[serde(default)]
+    pub format: String,
 }
 
 /// `params.copy`: an image (or a whole index) copied by digest from
@@ -391,6 +428,7 @@ impl Source {
         self.label_regex()?;
         self.annotation_regex()?;
         parse_ca_certs(&self.ca_certs).context("source.ca_certs")?;
+        self.cosign_key()?;
         if !self.aws_role_arn.is_empty() && !self.aws_role_arns.is_empty() {
             bail!("source.aws_role_arn cannot be set at the same time as source.aws_role_arns");
         }
@@ -403,11 +441,31 @@ impl Source {
         if self.content_trust.is_some() {
             bail!(
                 "source.content_trust is refused: Notary v1 is retired (registries dropped it, and \
-                 Docker Content Trust ends on 2026-12-08); sign and verify with cosign instead \
-                 (source.cosign_public_key, planned for this resource)"
+                 Docker Content Trust ends on 2026-12-08); sign and verify with cosign \
+                 instead (params.sign on put, source.cosign_public_key on check and get)"
+            );
+        }
+        if self.cosign_certificate_identity.is_some()
+            || self.cosign_certificate_oidc_issuer.is_some()
+        {
+            bail!(
+                "keyless cosign verification (source.cosign_certificate_identity, \
+                 source.cosign_certificate_oidc_issuer) is refused: it needs Fulcio's roots and \
+                 Rekor, which this resource does not reach; verify with a key \
+                 (source.cosign_public_key)"
             );
         }
         Ok(())
+    }
+
+    /// `cosign_public_key`, parsed (`None` when unset).
+    pub fn cosign_key(&self) -> anyhow::Result<Option<crate::sign::PublicKey>> {
+        if self.cosign_public_key.trim().is_empty() {
+            return Ok(None);
+        }
+        crate::sign::PublicKey::from_pem(&self.cosign_public_key)
+            .map(Some)
+            .context("source.cosign_public_key")
     }
 
     /// The repository, parsed.

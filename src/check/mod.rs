@@ -13,6 +13,7 @@ use crate::endpoint::Endpoint;
 use crate::image::Platform;
 use crate::reference::Repository;
 use crate::registry::RegistryClient;
+use crate::sign::Verdict;
 use crate::source::CheckMode;
 
 /// Runs a check and returns the versions to print. A Docker Hub
@@ -58,5 +59,37 @@ async fn check_on(
         }
     }?;
     debug_assert!(versions.iter().all(|v| !v.digest.is_empty()));
-    Ok(versions)
+    match source.cosign_key()? {
+        Some(key) => signed_only(client, repository, versions, &key).await,
+        None => Ok(versions),
+    }
+}
+
+/// The versions whose digest carries a signature that verifies with `key`;
+/// the others are skipped with a note saying why. A registry failure fails
+/// the check (an unreachable signature is not an absent one).
+async fn signed_only(
+    client: &RegistryClient,
+    repository: &Repository,
+    versions: Vec<Version>,
+    key: &crate::sign::PublicKey,
+) -> anyhow::Result<Vec<Version>> {
+    let mut signed = Vec::with_capacity(versions.len());
+    for version in versions {
+        let digest: crate::image::Digest = version
+            .digest
+            .parse()
+            .with_context(|| format!("the registry gave {:?} as a digest", version.digest))?;
+        let verdict = crate::sign::verify_digest(client, repository, &digest, key)
+            .await
+            .with_context(|| format!("verifying the signature of {digest}"))?;
+        match verdict {
+            Verdict::Signed(found) => {
+                tracing::debug!("{}@{digest}: signed ({found})", version.tag);
+                signed.push(version);
+            }
+            Verdict::Unsigned(why) => tracing::info!("skipping {}: {why}", version.tag),
+        }
+    }
+    Ok(signed)
 }

@@ -91,8 +91,17 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
     let progress = Progress::new(source.debug);
     let (params, platform, progress_ref, digest_ref) = (&params, &platform, &progress, &digest);
     let (label_ref, annotation_ref, repo_tag) = (&label_regex, &annotation_regex, &repo_tag);
+    let cosign_key = source.cosign_key()?;
+    let cosign_key = &cosign_key;
     let attempt = |client: Arc<RegistryClient>, repository: Repository| async move {
         let (progress, digest) = (progress_ref, digest_ref);
+        if let Some(key) = cosign_key {
+            // Before anything of the image is read.
+            let found = crate::sign::verify_digest(&client, &repository, digest, key)
+                .await?
+                .require()?;
+            tracing::info!("signature verified: {found}");
+        }
         let top = client
             .get_manifest(&repository, &Target::Digest(digest.clone()))
             .await?

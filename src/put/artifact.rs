@@ -163,7 +163,7 @@ impl ArtifactInput {
 }
 
 /// The OCI 1.1 empty descriptor, its two bytes inline.
-fn empty_descriptor() -> Value {
+pub(super) fn empty_descriptor() -> Value {
     json!({
         "mediaType": media_type::OCI_EMPTY,
         "digest": Digest::sha256_of(EMPTY_JSON).to_string(),

@@ -26,6 +26,7 @@ use crate::image::{Digest, media_type};
 use crate::reference::{Reference, Repository, Target};
 use crate::registry::RegistryClient;
 use crate::registry::referrers::fallback_tag;
+use crate::sign::verify_digest;
 use crate::source::{CopyParams, Source};
 
 /// Manifests one copy may hold (a bound on what an origin can make us walk).
@@ -142,6 +143,28 @@ impl RemoteImage {
     /// descriptors, and referrers when asked for.
     pub async fn read(source: &Source, target: &Target, referrers: bool) -> anyhow::Result<Self> {
         let origin = Endpoint::connect(source, Access::Pull).await?;
+        // With the origin's cosign key, only a signed digest is copied, and
+        // exactly the digest verified (a tag is resolved once).
+        let verified;
+        let target = match source.cosign_key()? {
+            None => target,
+            Some(key) => {
+                let digest = match target {
+                    Target::Digest(digest) => digest.clone(),
+                    Target::Tag(_) => origin
+                        .client
+                        .resolve_digest(&origin.repository, target)
+                        .await?
+                        .with_context(|| format!("{}:{target} not found", origin.repository))?,
+                };
+                let found = verify_digest(&origin.client, &origin.repository, &digest, &key)
+                    .await?
+                    .require()?;
+                tracing::info!("origin signature verified: {found}");
+                verified = Target::Digest(digest);
+                &verified
+            }
+        };
         let mut walk = Walk {
             client: origin.client.clone(),
             repository: origin.repository.clone(),

@@ -18,6 +18,7 @@ mod layout;
 pub mod package;
 mod push;
 mod recompress;
+mod sign;
 mod store;
 pub mod tags;
 
@@ -72,8 +73,25 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         );
     }
     if let Some(delete) = &params.delete {
+        if params.sign.is_some() {
+            bail!(
+                "params.sign cannot be combined with params.delete: a delete pushes nothing to sign"
+            );
+        }
         return delete::run(source, &params, delete, src).await;
     }
+    // The key is read (and its password checked) before anything is pushed.
+    let signer = match &params.sign {
+        Some(sign) => {
+            let (sign, dir) = (sign.clone(), src.to_path_buf());
+            Some(
+                tokio::task::spawn_blocking(move || sign::Signer::load(&sign, &dir))
+                    .await
+                    .context("the key reading thread failed")??,
+            )
+        }
+        None => None,
+    };
 
     let additional = if params.additional_tags.is_empty() {
         None
@@ -185,6 +203,13 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         MetadataField::new("repository", &endpoint.name),
         MetadataField::new("tags", tags.join(" ")),
     ];
+    if let Some(signer) = &signer {
+        let signed = pusher
+            .sign(signer, &repository.to_string(), &digest)
+            .await
+            .with_context(|| format!("signing {}@{digest} (it was pushed)", endpoint.name))?;
+        metadata.push(MetadataField::new("signed", signed.len().to_string()));
+    }
     if names_digest {
         metadata.push(MetadataField::new("digest", digest.to_string()));
         metadata.push(MetadataField::new(

@@ -46,7 +46,7 @@ pub struct Pusher<'a> {
 }
 
 /// One blob to get into the repository.
-struct Job {
+pub(super) struct Job {
     expected: Option<(Digest, u64)>,
     source: LocalBlob,
 }
@@ -184,7 +184,7 @@ impl Pusher<'_> {
     }
 
     /// A blob held in memory (a config) whose digest the caller computed.
-    fn memory_job(&self, bytes: Bytes, digest: &Digest, label: &str) -> Job {
+    pub(super) fn memory_job(&self, bytes: Bytes, digest: &Digest, label: &str) -> Job {
         let expected = Some((digest.clone(), bytes.len() as u64));
         self.job(BlobData::Memory(bytes), label, expected)
     }
@@ -258,7 +258,11 @@ impl Pusher<'_> {
 
     /// Lists `descriptors` as referrers of `subject` on a registry without
     /// the referrers API: merged into its `sha256-<hex>` fallback index.
-    async fn add_referrers(&self, subject: &Digest, descriptors: &[Value]) -> anyhow::Result<()> {
+    pub(super) async fn add_referrers(
+        &self,
+        subject: &Digest,
+        descriptors: &[Value],
+    ) -> anyhow::Result<()> {
         if self
             .client
             .referrers_api(self.repo, subject)
@@ -559,7 +563,7 @@ impl Pusher<'_> {
     }
 
     /// Uploads every job, a few at a time; outcomes in job order.
-    async fn upload(&self, jobs: Vec<Job>) -> anyhow::Result<Vec<UploadOutcome>> {
+    pub(super) async fn upload(&self, jobs: Vec<Job>) -> anyhow::Result<Vec<UploadOutcome>> {
         let log_lines = self.progress.is_lines();
         stream::iter(jobs)
             .map(|job| async move {

@@ -1,0 +1,177 @@
+//! Finding a valid cosign signature of a digest in its repository: the
+//! `sha256-<hex>.sig` tag (cosign's classic form), then sigstore bundles
+//! among the digest's referrers (cosign 3's form). One signature that
+//! verifies with the key and names the digest is enough, as for `cosign
+//! verify --key`.
+//!
+//! Everything read is bounded: at most [`MAX_EXAMINED`] signatures per
+//! form, each blob verified against its digest and size-capped by the
+//! client.
+
+use anyhow::bail;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::keys::PublicKey;
+use super::payload::{
+    SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, check_bundle, check_simple_signing,
+};
+use crate::image::Digest;
+use crate::image::manifest::parse_manifest;
+use crate::reference::{Repository, Target};
+use crate::registry::RegistryClient;
+use crate::registry::referrers::fallback_tag;
+
+/// Signatures examined per form; a registry serving more gets the first.
+const MAX_EXAMINED: usize = 32;
+/// The artifact type (and layer type prefix) of sigstore bundles.
+pub const BUNDLE_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+
+/// The tag holding `digest`'s classic cosign signatures.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("{}.sig", fallback_tag(digest))
+}
+
+/// What verifying a digest found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A valid signature, and where it was (for the log).
+    Signed(String),
+    /// None: what was looked at and why nothing counted.
+    Unsigned(String),
+}
+
+impl Verdict {
+    /// `Signed`'s place, or `Unsigned`'s reason as an error.
+    pub fn require(self) -> anyhow::Result<String> {
+        match self {
+            Verdict::Signed(found) => Ok(found),
+            Verdict::Unsigned(why) => bail!("{why}"),
+        }
+    }
+}
+
+/// Looks for a signature of `digest` that verifies with `key`. Registry
+/// failures are errors, never taken for "unsigned".
+pub async fn verify_digest(
+    client: &RegistryClient,
+    repo: &Repository,
+    digest: &Digest,
+    key: &PublicKey,
+) -> anyhow::Result<Verdict> {
+    let mut seen = Vec::new();
+    if let Some(found) = from_signature_tag(client, repo, digest, key, &mut seen).await? {
+        return Ok(Verdict::Signed(found));
+    }
+    if let Some(found) = from_bundles(client, repo, digest, key, &mut seen).await? {
+        return Ok(Verdict::Signed(found));
+    }
+    Ok(Verdict::Unsigned(if seen.is_empty() {
+        format!(
+            "{repo}@{digest} is not signed: no {} tag and no sigstore bundle among its referrers",
+            signature_tag(digest)
+        )
+    } else {
+        format!(
+            "{repo}@{digest} has no signature that verifies with source.cosign_public_key ({})",
+            seen.join("; ")
+        )
+    }))
+}
+
+async fn from_signature_tag(
+    client: &RegistryClient,
+    repo: &Repository,
+    digest: &Digest,
+    key: &PublicKey,
+    seen: &mut Vec<String>,
+) -> anyhow::Result<Option<String>> {
+    let tag = signature_tag(digest);
+    let Some(manifest) = client.get_manifest(repo, &Target::Tag(tag.clone())).await? else {
+        return Ok(None);
+    };
+    let manifest = match parse_manifest(&manifest.bytes) {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            seen.push(format!("{tag}: {e:#}"));
+            return Ok(None);
+        }
+    };
+    for (i, layer) in manifest.layers.iter().take(MAX_EXAMINED).enumerate() {
+        let what = format!("{tag} layer {}", i + 1);
+        if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE {
+            seen.push(format!("{what}: a {:?}, not a signature", layer.media_type));
+            continue;
+        }
+        let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
+            seen.push(format!("{what}: no {SIGNATURE_ANNOTATION} annotation"));
+            continue;
+        };
+        let Ok(signature) = STANDARD.decode(signature.trim()) else {
+            seen.push(format!("{what}: the signature is not base64"));
+            continue;
+        };
+        let payload = client.get_small_blob(repo, &layer.digest()?).await?;
+        if !key.verifies(&payload, &signature) {
+            seen.push(format!(
+                "{what}: the signature does not verify with the key"
+            ));
+            continue;
+        }
+        match check_simple_signing(&payload, digest) {
+            Ok(()) => return Ok(Some(what)),
+            Err(e) => seen.push(format!("{what}: {e:#}")),
+        }
+    }
+    Ok(None)
+}
+
+async fn from_bundles(
+    client: &RegistryClient,
+    repo: &Repository,
+    digest: &Digest,
+    key: &PublicKey,
+    seen: &mut Vec<String>,
+) -> anyhow::Result<Option<String>> {
+    let referrers = client.referrers(repo, digest).await?;
+    let bundles = referrers.iter().filter(|d| {
+        d["artifactType"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(BUNDLE_TYPE_PREFIX))
+    });
+    for descriptor in bundles.take(MAX_EXAMINED) {
+        let Some(Ok(manifest_digest)) = descriptor["digest"].as_str().map(str::parse::<Digest>)
+        else {
+            seen.push("a referrer without a valid digest".to_owned());
+            continue;
+        };
+        let what = format!("bundle {manifest_digest}");
+        let Some(manifest) = client
+            .get_manifest(repo, &Target::Digest(manifest_digest.clone()))
+            .await?
+        else {
+            seen.push(format!("{what}: listed but not found"));
+            continue;
+        };
+        let manifest = match parse_manifest(&manifest.bytes) {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                seen.push(format!("{what}: {e:#}"));
+                continue;
+            }
+        };
+        for layer in manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type.starts_with(BUNDLE_TYPE_PREFIX))
+            .take(MAX_EXAMINED)
+        {
+            let bundle = client.get_small_blob(repo, &layer.digest()?).await?;
+            match check_bundle(&bundle, key, digest) {
+                Ok(()) => return Ok(Some(what)),
+                Err(e) => seen.push(format!("{what}: {e:#}")),
+            }
+        }
+    }
+    Ok(None)
+}
