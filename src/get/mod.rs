@@ -8,17 +8,17 @@
 
 mod artifact;
 mod blob_reader;
+mod inflate_stage;
 mod layout;
 mod metadata;
 mod staged;
 mod tarball;
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use self::blob_reader::BlobReader;
 use self::staged::Staged;
@@ -28,7 +28,7 @@ use crate::endpoint::Endpoint;
 use crate::image::manifest::{
     Descriptor, ImageConfig, ImageManifest, parse_config, parse_manifest,
 };
-use crate::image::{Digest, Platform, compression};
+use crate::image::{Digest, Platform};
 use crate::progress::Progress;
 use crate::reference::{Repository, Target};
 use crate::registry::RegistryClient;
@@ -36,9 +36,9 @@ use crate::unpack::rootfs::{RootfsWriter, Skipped};
 
 /// Layers downloading at once (the one being extracted included).
 const LAYER_CONCURRENCY: usize = 3;
-/// Chunks buffered per layer download (reqwest chunks are ≤ 64 KiB): bounds
-/// memory whatever the image size.
-const CHUNKS_PER_LAYER: usize = 64;
+/// Bytes each layer download may hold ahead of its reader (see
+/// `blob_reader`): bounds memory whatever the image size.
+const BYTES_AHEAD_PER_LAYER: usize = 4 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
@@ -217,7 +217,7 @@ async fn write_rootfs(
 /// Downloads `blobs` concurrently (bounded, in order) while `consume` reads
 /// them one after another on a blocking thread. Each reader ends only once
 /// its blob's digest matched. Memory stays bounded: each download buffers at
-/// most [`CHUNKS_PER_LAYER`] chunks ahead of the consumer.
+/// most [`BYTES_AHEAD_PER_LAYER`] ahead of the consumer.
 async fn pipeline<T: Send + 'static>(
     client: &Arc<RegistryClient>,
     repository: &Repository,
@@ -229,7 +229,7 @@ async fn pipeline<T: Send + 'static>(
     let mut downloads = Vec::with_capacity(blobs.len());
     let permits = Arc::new(Semaphore::new(LAYER_CONCURRENCY));
     for blob in blobs {
-        let (tx, rx) = mpsc::channel(CHUNKS_PER_LAYER);
+        let (tx, rx) = blob_reader::budgeted_channel(BYTES_AHEAD_PER_LAYER);
         let bar = progress.blob(&blob.digest, blob.size);
         readers.push((blob.clone(), BlobReader::new(rx, bar)));
         let digest = blob.digest()?;
@@ -308,24 +308,33 @@ async fn unpack_layers(
         // timeout (the downloads behind it then wait on us).
         let test_delay =
             crate::registry::http::millis_from_env("REGISTRY_IMAGE_TEST_EXTRACT_DELAY_MS");
-        for (i, (layer, mut reader)) in readers.into_iter().enumerate() {
-            if let Some(delay) = test_delay {
-                std::thread::sleep(delay);
+        let digests: Vec<String> = readers.iter().map(|(l, _)| l.digest.clone()).collect();
+        let readers = readers
+            .into_iter()
+            .map(|(layer, reader)| (layer.digest, reader))
+            .collect();
+        std::thread::scope(|scope| {
+            let mut inflated = inflate_stage::start(scope, readers);
+            for (i, digest) in digests.iter().enumerate() {
+                if let Some(delay) = test_delay {
+                    std::thread::sleep(delay);
+                }
+                let started = std::time::Instant::now();
+                let mut stream = inflated.next_layer();
+                let applied = writer
+                    .apply_layer(&mut stream)
+                    .with_context(|| format!("blob {digest}"));
+                stream.finish(applied)?;
+                if log_lines {
+                    tracing::info!(
+                        "layer {}/{total} {digest}: unpacked in {} ms",
+                        i + 1,
+                        started.elapsed().as_millis()
+                    );
+                }
             }
-            let started = std::time::Instant::now();
-            let applied = compression::decompress(BufReader::with_capacity(256 << 10, &mut reader))
-                .map_err(anyhow::Error::from)
-                .and_then(|stream| writer.apply_layer(stream));
-            settle(&layer.digest, &mut reader, applied)?;
-            if log_lines {
-                tracing::info!(
-                    "layer {}/{total} {}: unpacked in {} ms",
-                    i + 1,
-                    layer.digest,
-                    started.elapsed().as_millis()
-                );
-            }
-        }
+            anyhow::Ok(())
+        })?;
         writer.finish()
     })
     .await?;
