@@ -100,6 +100,16 @@ fn a_vm_image_round_trips_and_oras_pulls_it() {
     // The manifest, as the registry serves it.
     let (bytes, content_type) = registry.manifest("vms/ubuntu", "24.04");
     assert_eq!(content_type, "application/vnd.oci.image.manifest.v1+json");
+    let typed = oci_spec::image::ImageManifest::from_reader(bytes.as_slice())
+        .expect("a valid OCI image manifest, as oci-spec reads it");
+    assert_eq!(
+        typed
+            .artifact_type()
+            .as_ref()
+            .map(|t| t.to_string())
+            .as_deref(),
+        Some(VM_TYPE)
+    );
     let manifest: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(manifest["artifactType"], VM_TYPE);
     assert_eq!(

@@ -176,6 +176,8 @@ fn put(src: &Path, envs: &[(&str, &str)], source: Value, params: Value) -> StepO
 /// The `.sig` layers of `digest`: (payload, signature).
 fn sig_layers(registry: &TestRegistry, repo: &str, digest: &str) -> Vec<(Vec<u8>, String)> {
     let (bytes, _) = registry.manifest(repo, &sig_tag(digest));
+    // oci-spec, the ecosystem's model, is the referee of what we write.
+    oci_spec::image::ImageManifest::from_reader(bytes.as_slice()).expect("a valid OCI manifest");
     let manifest: Value = serde_json::from_slice(&bytes).unwrap();
     manifest["layers"]
         .as_array()
@@ -470,6 +472,12 @@ fn out_writes_bundles_the_peer_verifies_and_check_reads() {
     let listed = &index["manifests"][0];
     assert_eq!(listed["artifactType"], BUNDLE);
     let (manifest, _) = registry.manifest("bundles/app", listed["digest"].as_str().unwrap());
+    let typed = oci_spec::image::ImageManifest::from_reader(manifest.as_slice())
+        .expect("a valid OCI manifest");
+    assert_eq!(
+        typed.subject().as_ref().map(|s| s.digest().to_string()),
+        Some(digest.clone())
+    );
     let manifest: Value = serde_json::from_slice(&manifest).unwrap();
     assert_eq!(manifest["subject"]["digest"], digest.as_str());
     let bundle = registry.blob_path(manifest["layers"][0]["digest"].as_str().unwrap());

@@ -83,6 +83,14 @@ fn a_directory_becomes_an_image_with_the_same_digest_from_any_checkout() {
         .unwrap()
         .to_owned();
     assert_eq!(first.json()["version"]["tag"], "latest");
+    // oci-spec, the ecosystem's model, is the referee of what we write.
+    let (manifest, _) = registry.manifest("pkg/app", &digest);
+    let manifest = oci_spec::image::ImageManifest::from_reader(manifest.as_slice())
+        .expect("the package manifest is a valid OCI image manifest");
+    let config = std::fs::read(registry.blob_path(manifest.config().digest().as_ref())).unwrap();
+    let config = oci_spec::image::ImageConfiguration::from_reader(config.as_slice())
+        .expect("the package config is a valid OCI image config");
+    assert_eq!(config.rootfs().diff_ids().len(), manifest.layers().len());
     let metadata = first.metadata();
     assert!(
         metadata.contains(&("digest".to_owned(), digest.clone())),

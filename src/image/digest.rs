@@ -67,6 +67,26 @@ impl Digest {
     }
 }
 
+impl TryFrom<&Digest> for oci_spec::image::Digest {
+    type Error = anyhow::Error;
+
+    /// The same digest as `oci-spec`'s type (for library users on the
+    /// ecosystem's model); a digest valid here is valid there.
+    fn try_from(digest: &Digest) -> anyhow::Result<Self> {
+        oci_spec::image::Digest::from_str(&digest.to_string())
+            .with_context(|| format!("{digest} as an oci-spec digest"))
+    }
+}
+
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = anyhow::Error;
+
+    /// `oci-spec`'s digest, if its algorithm is one this crate hashes.
+    fn try_from(digest: &oci_spec::image::Digest) -> anyhow::Result<Self> {
+        digest.to_string().parse()
+    }
+}
+
 /// A running hash in one digest algorithm, for bytes that stream past.
 #[derive(Clone)]
 pub enum Hasher {
@@ -202,6 +222,14 @@ impl fmt::Debug for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn converts_to_and_from_oci_spec() {
+        let ours = Digest::sha256_of(b"x");
+        let theirs = oci_spec::image::Digest::try_from(&ours).expect("valid there");
+        assert_eq!(theirs.to_string(), ours.to_string());
+        assert_eq!(Digest::try_from(&theirs).expect("back"), ours);
+    }
 
     #[test]
     fn parses_and_prints_sha256() {

@@ -27,6 +27,46 @@ pub struct Manifest {
     pub digest: Digest,
 }
 
+impl Manifest {
+    /// The manifest as `oci-spec`'s [`ImageManifest`](oci_spec::image::ImageManifest),
+    /// parsed from the exact bytes served ([`Manifest::bytes`] stays the
+    /// source of truth: never re-serialise it where its digest matters).
+    ///
+    /// oci-spec follows the image spec strictly: a descriptor without
+    /// `mediaType`, a missing `layers` or `schemaVersion`, or a digest with
+    /// upper-case hex is an error here, where the resource's own steps read
+    /// such documents leniently, as the original resource did.
+    ///
+    /// ```no_run
+    /// # async fn example(
+    /// #     client: &registry_image::registry::RegistryClient,
+    /// #     repo: &registry_image::reference::Repository,
+    /// # ) -> anyhow::Result<()> {
+    /// use registry_image::reference::Target;
+    ///
+    /// let served = client.get_manifest(repo, &Target::Tag("latest".into())).await?;
+    /// if let Some(manifest) = served {
+    ///     for layer in manifest.oci_image_manifest()?.layers() {
+    ///         println!("{} {} bytes", layer.digest(), layer.size());
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn oci_image_manifest(&self) -> anyhow::Result<oci_spec::image::ImageManifest> {
+        oci_spec::image::ImageManifest::from_reader(self.bytes.as_slice())
+            .with_context(|| format!("{} as an OCI image manifest", self.digest))
+    }
+
+    /// The index as `oci-spec`'s [`ImageIndex`](oci_spec::image::ImageIndex)
+    /// (a Docker manifest list too); as strict as
+    /// [`Manifest::oci_image_manifest`].
+    pub fn oci_image_index(&self) -> anyhow::Result<oci_spec::image::ImageIndex> {
+        oci_spec::image::ImageIndex::from_reader(self.bytes.as_slice())
+            .with_context(|| format!("{} as an OCI image index", self.digest))
+    }
+}
+
 impl RegistryClient {
     /// The digest `target` resolves to, or `None` when the registry says it
     /// does not exist. A HEAD is tried first; a GET follows only when the
@@ -284,6 +324,45 @@ pub fn detect_media_type(content_type: Option<&str>, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn served(bytes: &[u8], media_type: &str) -> Manifest {
+        Manifest {
+            bytes: bytes.to_vec(),
+            media_type: media_type.to_owned(),
+            digest: Digest::sha256_of(bytes),
+        }
+    }
+
+    #[test]
+    fn offers_oci_spec_types_and_says_where_they_are_stricter() {
+        let digest = Digest::sha256_of(b"x");
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","size":7,"digest":"{digest}","platform":{{"architecture":"arm","os":"linux","variant":"v7"}}}}]}}"#,
+            media_type::DOCKER_MANIFEST_LIST,
+            media_type::DOCKER_MANIFEST
+        );
+        let typed = served(index.as_bytes(), media_type::DOCKER_MANIFEST_LIST)
+            .oci_image_index()
+            .expect("a Docker manifest list");
+        let child = &typed.manifests()[0];
+        assert_eq!(Digest::try_from(child.digest()).expect("ours"), digest);
+        assert_eq!(
+            child
+                .platform()
+                .as_ref()
+                .and_then(|p| p.variant().clone())
+                .as_deref(),
+            Some("v7")
+        );
+        // An entry without mediaType: the steps read it, oci-spec refuses it.
+        let lenient =
+            format!(r#"{{"schemaVersion":2,"manifests":[{{"size":7,"digest":"{digest}"}}]}}"#);
+        assert!(parse_index(lenient.as_bytes()).is_ok());
+        let err = served(lenient.as_bytes(), media_type::OCI_INDEX)
+            .oci_image_index()
+            .expect_err("strict");
+        assert!(format!("{err:#}").contains("mediaType"), "{err:#}");
+    }
 
     #[test]
     fn media_type_detection() {

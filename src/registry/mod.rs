@@ -10,7 +10,9 @@
 pub mod blob;
 pub mod client;
 pub mod error;
-pub mod http;
+// HTTP plumbing shared with `auth/` (bounded reads, the client builder,
+// timeouts): crate-internal, not a library interface.
+pub(crate) mod http;
 pub mod manifest;
 pub mod referrers;
 pub mod retry;

@@ -43,7 +43,7 @@ impl Default for RetryPolicy {
 /// bytes), so a long transfer interrupted late gets the same chances as a
 /// short one. Request retries, blob resumes and upload chunks all count
 /// through this.
-pub struct Attempts<'a> {
+pub(crate) struct Attempts<'a> {
     policy: &'a RetryPolicy,
     attempt: u32,
     since: Instant,
