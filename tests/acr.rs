@@ -195,3 +195,48 @@ fn acr_failures_are_one_clear_line() {
     );
     assert!(!out.stderr.contains(AAD), "{}", out.stderr);
 }
+
+#[test]
+fn a_flooding_identity_or_exchange_endpoint_is_read_only_to_its_cap() {
+    let registry = TestRegistry::token(ACR_USER, REFRESH);
+    registry.push("acr/app", "latest", &TestImage::seeded("acr"));
+    // 2 GiB of JSON-looking bytes with a 200: read to the 64 KiB cap, then refused.
+    let flood = axum::Router::new().fallback(|| async {
+        (
+            [("content-type", "application/json")],
+            support::flood_body(2 << 30, b'{'),
+        )
+    });
+    let (flood_port, _flood) = support::serve(flood);
+    let flooding = |path: &str| format!("http://127.0.0.1:{flood_port}{path}");
+    let (imds, exchange, _seen, _servers) = stand_ins(false, false);
+
+    let out = check(
+        &registry,
+        &flooding("/metadata/identity/oauth2/token"),
+        &exchange,
+        json!({"azure_tenant_id": "t"}),
+    );
+    let line = out.error_line();
+    assert!(line.contains("cannot authenticate with ACR"), "{line}");
+    assert!(
+        line.len() < 1000,
+        "the flood reached the error line: {} bytes",
+        line.len()
+    );
+
+    let out = check(
+        &registry,
+        &imds,
+        &flooding("/oauth2/exchange"),
+        json!({"azure_tenant_id": "t"}),
+    );
+    let line = out.error_line();
+    assert!(line.contains("cannot authenticate with ACR"), "{line}");
+    assert!(
+        line.len() < 1000,
+        "the flood reached the error line: {} bytes",
+        line.len()
+    );
+    assert!(!out.stderr.contains(AAD), "{}", out.stderr);
+}

@@ -316,3 +316,115 @@ fn a_relay_cut_on_both_sides_resumes_and_keeps_the_digest() {
     assert_eq!(to_proxy.pending_faults(), 0, "the upload was cut");
     assert_eq!(destination.digest_of("prod/big", "latest"), Some(digest));
 }
+
+/// An index of `children` (digest, size) OCI manifests or indexes.
+fn index_of(children: &[(String, usize, &str)]) -> Vec<u8> {
+    let manifests: Vec<Value> = children
+        .iter()
+        .map(|(digest, size, media_type)| json!({"mediaType": media_type, "digest": digest, "size": size}))
+        .collect();
+    serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
+        .unwrap()
+}
+
+#[test]
+fn a_hostile_origin_is_refused_within_bounds_and_nothing_is_tagged() {
+    use support::proxy::{Fault, FaultProxy};
+    let registry = TestRegistry::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let destination = json!({"repository": registry.repo("prod/app"), "tag": "release"});
+    let from = |reference: &str| format!("{}@{reference}", registry.repo("evil/app"));
+
+    // Indexes nested ten deep (the walk stops past eight).
+    let image = TestImage::seeded("nested");
+    let mut digest = registry.push("evil/app", "base", &image);
+    let (mut size, mut media_type) = (image.manifest.len(), image.manifest_media_type.clone());
+    for _ in 0..10 {
+        let index = index_of(&[(digest, size, &media_type)]);
+        digest = registry.put_manifest(
+            "evil/app",
+            &support::image::sha256(&index),
+            OCI_INDEX,
+            &index,
+        );
+        (size, media_type) = (index.len(), OCI_INDEX.to_owned());
+    }
+    let out = copy(
+        destination.clone(),
+        json!({"copy": {"from": from(&digest)}}),
+        dir.path(),
+    );
+    assert!(
+        out.error_line().contains("nested too deep"),
+        "{}",
+        out.error_line()
+    );
+
+    // An index of 1,001 distinct manifests (the walk stops at 1,000).
+    let config = registry.put_blob("evil/app", b"{}");
+    let mut children = Vec::new();
+    for i in 0..1001 {
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": config},
+            "layers": [], "annotations": {"n": i.to_string()},
+        }))
+        .unwrap();
+        let digest = support::image::sha256(&manifest);
+        registry.put_manifest(
+            "evil/app",
+            &digest,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        );
+        children.push((
+            digest,
+            manifest.len(),
+            "application/vnd.oci.image.manifest.v1+json",
+        ));
+    }
+    let wide = index_of(&children);
+    let wide_digest = registry.put_manifest("evil/app", "wide", OCI_INDEX, &wide);
+    let out = copy(
+        destination.clone(),
+        json!({"copy": {"from": from(&wide_digest)}}),
+        dir.path(),
+    );
+    assert!(
+        out.error_line().contains("more than 1000 manifests"),
+        "{}",
+        out.error_line()
+    );
+
+    // A referrers fallback index that is not JSON, then one of 20 MiB.
+    let signed = registry.push("evil/app", "signed", &TestImage::seeded("signed"));
+    let proxy = FaultProxy::start(&registry);
+    let fallback = signed.replacen(':', "-", 1);
+    let via_proxy = format!("{}@{signed}", proxy.repo("evil/app"));
+    proxy.inject(
+        Some("GET"),
+        &format!("/manifests/{fallback}"),
+        Fault::Json(std::sync::Arc::new(b"<html>".to_vec())),
+        1,
+    );
+    let params = json!({"copy": {"from": via_proxy, "referrers": true}});
+    let out = copy(destination.clone(), params.clone(), dir.path());
+    assert!(
+        out.error_line().contains("not JSON"),
+        "{}",
+        out.error_line()
+    );
+    proxy.inject(
+        Some("GET"),
+        &format!("/manifests/{fallback}"),
+        Fault::Flood(200, 20 << 20),
+        1,
+    );
+    let out = copy(destination.clone(), params, dir.path());
+    let line = out.error_line();
+    assert!(line.contains(&fallback), "{line}");
+    assert!(
+        registry.tags("prod/app").is_empty(),
+        "a refused copy tagged something"
+    );
+}
