@@ -1,5 +1,5 @@
 //! The crane-style command line: `ls`, `digest`, `manifest`, `config`,
-//! `blob`, `cp`, `tag`, `rm`, `catalog`, for people debugging a pipeline
+//! `blob`, `cp`, `tag`, `rm`, `catalog`, and `verify` (cosign signatures), for people debugging a pipeline
 //! against a registry. Each verb is a thin call into the same parts the
 //! steps use (the registry client, the promotion engine, the delete rules),
 //! with the same credential chain: `--username` and `--password-stdin`,
@@ -109,6 +109,31 @@ pub async fn digest(connection: &Connection, reference: &str) -> anyhow::Result<
         .await?
         .with_context(|| format!("{reference} not found"))?;
     print_lines(&[digest.to_string()])
+}
+
+/// `verify REFERENCE --key FILE`: the digest and where its signature is,
+/// or an error saying what was found (the same check as `check` and `in`
+/// with `source.cosign_public_key`).
+pub async fn verify(
+    connection: &Connection,
+    reference: &str,
+    key_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let pem = std::fs::read_to_string(key_file)
+        .with_context(|| format!("--key: reading {}", key_file.display()))?;
+    let key = crate::sign::PublicKey::from_pem(&pem)
+        .with_context(|| format!("--key {}", key_file.display()))?;
+    let (repository, target) = target_of(reference)?;
+    let endpoint = connection.connect(&repository, Access::Pull).await?;
+    let digest = endpoint
+        .client
+        .resolve_digest(&endpoint.repository, &target)
+        .await?
+        .with_context(|| format!("{reference} not found"))?;
+    let found = crate::sign::verify_digest(&endpoint.client, &endpoint.repository, &digest, &key)
+        .await?
+        .require()?;
+    print_lines(&[format!("{digest} signed: {found}")])
 }
 
 /// `manifest REFERENCE [--platform]`: the manifest or index as served, or

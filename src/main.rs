@@ -111,6 +111,19 @@ enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// Check that a reference's digest carries a cosign signature made with a key (as
+    /// `cosign verify --key`, without a transparency log); prints the digest and where.
+    #[command(
+        after_help = "Example:\n  registry-image verify registry.example.org/team/app:1.2.3 --key cosign.pub"
+    )]
+    Verify {
+        reference: String,
+        /// The PEM public key (cosign.pub): ECDSA P-256 or Ed25519.
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
     /// Put a manifest under more tags (its digest kept).
     #[command(
         after_help = "Example:\n  registry-image tag registry.example.org/team/app:1.2.3 stable latest"
@@ -285,6 +298,11 @@ fn run_verb(command: Command) -> anyhow::Result<()> {
                 reference,
                 connection,
             } => cli::digest(&connect(connection)?, reference).await,
+            Command::Verify {
+                reference,
+                key,
+                connection,
+            } => cli::verify(&connect(connection)?, reference, key).await,
             Command::Manifest {
                 reference,
                 platform: p,

@@ -184,7 +184,7 @@ fn cp_tag_and_rm_change_the_registry() {
 #[test]
 fn every_verb_has_help_with_an_example() {
     for verb in [
-        "ls", "digest", "manifest", "config", "blob", "cp", "tag", "rm", "catalog",
+        "ls", "digest", "manifest", "config", "blob", "cp", "tag", "rm", "catalog", "verify",
     ] {
         let help = ok(cli(&[verb, "--help"]));
         assert!(help.contains("Example:"), "{verb}: {help}");

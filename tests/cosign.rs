@@ -279,6 +279,34 @@ fn out_signs_every_manifest_of_an_index_and_the_peer_verifies_each() {
         &layers[1].1
     ));
 
+    // The command line's verify agrees: either key, and not a third.
+    let verify = |public: &Path| {
+        support::run_program(
+            Path::new(env!("CARGO_BIN_EXE_registry-image")),
+            &[
+                "verify",
+                &format!("{repository}:v1"),
+                "--key",
+                public.to_str().unwrap(),
+            ],
+            b"",
+        )
+    };
+    let verified = verify(&keys.join("ed.pub"));
+    assert!(verified.success, "{}", verified.stderr);
+    assert!(
+        verified.stdout.starts_with(&format!("{index} signed: ")),
+        "{}",
+        verified.stdout
+    );
+    let (_third, third) = peer_keys();
+    let refused = verify(&third.join("ec.pub"));
+    assert!(
+        refused.error_line().contains("no signature that verifies"),
+        "{}",
+        refused.stderr
+    );
+
     // Either key is accepted by check and get.
     for public in ["ec.pub", "ed.pub"] {
         let public = read(&keys.join(public));

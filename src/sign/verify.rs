@@ -111,7 +111,11 @@ async fn from_signature_tag(
             seen.push(format!("{what}: the signature is not base64"));
             continue;
         };
-        let payload = client.get_small_blob(repo, &layer.digest()?).await?;
+        let Ok(payload_digest) = layer.digest() else {
+            seen.push(format!("{what}: an invalid digest"));
+            continue;
+        };
+        let payload = client.get_small_blob(repo, &payload_digest).await?;
         if !key.verifies(&payload, &signature) {
             seen.push(format!(
                 "{what}: the signature does not verify with the key"
@@ -166,7 +170,11 @@ async fn from_bundles(
             .filter(|l| l.media_type.starts_with(BUNDLE_TYPE_PREFIX))
             .take(MAX_EXAMINED)
         {
-            let bundle = client.get_small_blob(repo, &layer.digest()?).await?;
+            let Ok(bundle_digest) = layer.digest() else {
+                seen.push(format!("{what}: a layer with an invalid digest"));
+                continue;
+            };
+            let bundle = client.get_small_blob(repo, &bundle_digest).await?;
             match check_bundle(&bundle, key, digest) {
                 Ok(()) => return Ok(Some(what)),
                 Err(e) => seen.push(format!("{what}: {e:#}")),
@@ -174,4 +182,30 @@ async fn from_bundles(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::payload::simple_signing;
+
+    /// A signature published by sigstore-rs as a fixture (see
+    /// `tests/data/cosign/README.md`).
+    const FIXTURE: &str = include_str!("../../tests/data/cosign/sigstore_rs_cosign_signature.json");
+
+    #[test]
+    fn a_published_cosign_signature_verifies_and_our_payload_matches_its_bytes() {
+        let fixture: serde_json::Value = serde_json::from_str(FIXTURE).expect("fixture");
+        let text = |key: &str| fixture[key].as_str().expect("a string field").to_owned();
+        let key = PublicKey::from_pem(&text("public_key")).expect("key");
+        let digest: Digest = text("digest").parse().expect("digest");
+        let payload = text("payload").into_bytes();
+        let signature = STANDARD.decode(text("signature")).expect("base64");
+        assert!(key.verifies(&payload, &signature));
+        check_simple_signing(&payload, &digest).expect("names its digest");
+        assert_eq!(simple_signing(&text("docker_reference"), &digest), payload);
+        let mut tampered = payload.clone();
+        tampered[10] ^= 1;
+        assert!(!key.verifies(&tampered, &signature));
+    }
 }
