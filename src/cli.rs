@@ -101,6 +101,15 @@ pub async fn catalog(connection: &Connection, registry: &str) -> anyhow::Result<
 
 /// `digest REFERENCE`: the digest the registry serves for it.
 pub async fn digest(connection: &Connection, reference: &str) -> anyhow::Result<()> {
+    let (_, digest) = resolve(connection, reference).await?;
+    print_lines(&[digest.to_string()])
+}
+
+/// The repository's endpoint and the digest `reference` resolves to.
+async fn resolve(
+    connection: &Connection,
+    reference: &str,
+) -> anyhow::Result<(Endpoint, crate::image::Digest)> {
     let (repository, target) = target_of(reference)?;
     let endpoint = connection.connect(&repository, Access::Pull).await?;
     let digest = endpoint
@@ -108,7 +117,7 @@ pub async fn digest(connection: &Connection, reference: &str) -> anyhow::Result<
         .resolve_digest(&endpoint.repository, &target)
         .await?
         .with_context(|| format!("{reference} not found"))?;
-    print_lines(&[digest.to_string()])
+    Ok((endpoint, digest))
 }
 
 /// `verify REFERENCE --key FILE`: the digest and where its signature is,
@@ -123,13 +132,7 @@ pub async fn verify(
         .with_context(|| format!("--key: reading {}", key_file.display()))?;
     let key = crate::sign::PublicKey::from_pem(&pem)
         .with_context(|| format!("--key {}", key_file.display()))?;
-    let (repository, target) = target_of(reference)?;
-    let endpoint = connection.connect(&repository, Access::Pull).await?;
-    let digest = endpoint
-        .client
-        .resolve_digest(&endpoint.repository, &target)
-        .await?
-        .with_context(|| format!("{reference} not found"))?;
+    let (endpoint, digest) = resolve(connection, reference).await?;
     let found = crate::sign::verify_digest(&endpoint.client, &endpoint.repository, &digest, &key)
         .await?
         .require()?;

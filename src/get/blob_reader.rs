@@ -22,7 +22,7 @@ use crate::registry::blob::BlobChunk;
 #[derive(Debug)]
 pub struct Buffered {
     chunk: BlobChunk,
-    _budget: Option<OwnedSemaphorePermit>,
+    budget: Option<OwnedSemaphorePermit>,
 }
 
 /// A channel for one download whose unread data never exceeds `budget`
@@ -50,7 +50,7 @@ pub fn budgeted_channel(budget: usize) -> (mpsc::Sender<BlobChunk>, Receiver<Buf
             };
             let message = Buffered {
                 chunk,
-                _budget: share,
+                budget: share,
             };
             if tx.send(message).await.is_err() {
                 // The reader is gone: dropping `download_rx` stops the download.
@@ -121,7 +121,7 @@ impl Read for BlobReader {
             }
             // The used-up chunk's share goes back before waiting for the next.
             self.current_budget = None;
-            match self.rx.blocking_recv().map(|b| (b.chunk, b._budget)) {
+            match self.rx.blocking_recv().map(|b| (b.chunk, b.budget)) {
                 Some((BlobChunk::Data(b), budget)) => {
                     self.current = b;
                     self.current_budget = budget;
@@ -145,7 +145,7 @@ mod tests {
     fn message(chunk: BlobChunk) -> Buffered {
         Buffered {
             chunk,
-            _budget: None,
+            budget: None,
         }
     }
 
