@@ -122,6 +122,33 @@ fn bench_check() {
         );
     }
 
+    // With a cosign key, every version's signature is looked for (none is
+    // there: the `.sig` tag, the referrers API and the fallback tag, three
+    // requests each), as many at once as digests are resolved.
+    let fixture: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/cosign/sigstore_rs_cosign_signature.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let request = json!({"source": {"repository": registry.repo(repo),
+                                    "cosign_public_key": fixture["public_key"]}});
+    let (mut serial, mut parallel) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        serial.push(step("check", Some(1), &request).wall);
+        parallel.push(step("check", None, &request).wall);
+    }
+    let (s, p) = (median(serial), median(parallel));
+    println!("  semver check with cosign_public_key (no version signed), loopback, median of 3:");
+    println!(
+        "    concurrency 1: {}   default (8): {}   speed-up {:.1}x",
+        ms(s),
+        ms(p),
+        s.as_secs_f64() / p.as_secs_f64()
+    );
+
     proxy.set_latency(Duration::ZERO);
     let request = json!({"source": {"repository": proxy.repo(repo)}});
     for concurrency in [Some(1), None] {

@@ -66,26 +66,35 @@ async fn check_on(
 }
 
 /// The versions whose digest carries a signature that verifies with `key`;
-/// the others are skipped with a note saying why. A registry failure fails
-/// the check (an unreachable signature is not an absent one).
+/// the others are skipped with a note saying why. Verified a few at a time
+/// (as digests are resolved), in order. A registry failure fails the check
+/// (an unreachable signature is not an absent one).
 async fn signed_only(
     client: &RegistryClient,
     repository: &Repository,
     versions: Vec<Version>,
     key: &crate::sign::PublicKey,
 ) -> anyhow::Result<Vec<Version>> {
-    let mut signed = Vec::with_capacity(versions.len());
-    for version in versions {
-        let digest: crate::image::Digest = version
-            .digest
-            .parse()
-            .with_context(|| format!("the registry gave {:?} as a digest", version.digest))?;
-        let verdict = crate::sign::verify_digest(client, repository, &digest, key)
-            .await
-            .with_context(|| format!("verifying the signature of {digest}"))?;
+    use futures_util::{StreamExt, TryStreamExt, stream};
+    let verdicts: Vec<(Version, Verdict)> = stream::iter(versions)
+        .map(|version| async move {
+            let digest: crate::image::Digest = version
+                .digest
+                .parse()
+                .with_context(|| format!("the registry gave {:?} as a digest", version.digest))?;
+            let verdict = crate::sign::verify_digest(client, repository, &digest, key)
+                .await
+                .with_context(|| format!("verifying the signature of {digest}"))?;
+            anyhow::Ok((version, verdict))
+        })
+        .buffered(resolve::concurrency())
+        .try_collect()
+        .await?;
+    let mut signed = Vec::with_capacity(verdicts.len());
+    for (version, verdict) in verdicts {
         match verdict {
             Verdict::Signed(found) => {
-                tracing::debug!("{}@{digest}: signed ({found})", version.tag);
+                tracing::debug!("{}@{}: signed ({found})", version.tag, version.digest);
                 signed.push(version);
             }
             Verdict::Unsigned(why) => tracing::info!("skipping {}: {why}", version.tag),
