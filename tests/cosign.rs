@@ -361,7 +361,7 @@ fn check_reports_only_digests_signed_with_the_key_and_get_refuses_the_rest_befor
     let repository = registry.repo(repo);
     let mut digests = std::collections::BTreeMap::new();
     for tag in [
-        "1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0", "1.6.0",
+        "1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0", "1.6.0", "1.7.0",
     ] {
         let image = TestImage::seeded(&format!("verify-{tag}"));
         digests.insert(tag, registry.push(repo, tag, &image));
@@ -404,13 +404,24 @@ fn check_reports_only_digests_signed_with_the_key_and_get_refuses_the_rest_befor
         &[(good.clone(), bad_sig), (good, good_sig)],
     );
 
+    // 1.7.0: a "payload" of 2 MiB (a signature is a few hundred bytes):
+    // skipped without being fetched.
+    let oversized = vec![b' '; 2 << 20];
+    let oversized_sig = peer_sign(&keys.join("ec.key"), &oversized);
+    push_sig(
+        &registry,
+        repo,
+        &digests["1.7.0"],
+        &[(oversized.clone(), oversized_sig)],
+    );
+
     // Two keys can't both be given, so the bundle (Ed25519) is checked
     // with its own key below.
     let ec_public = read(&keys.join("ec.pub"));
     let out = check(&repository, json!({"cosign_public_key": ec_public}));
     let found: Vec<String> = versions(&out).into_iter().map(|(tag, _)| tag).collect();
     assert_eq!(found, ["1.0.0", "1.6.0"]);
-    for skipped in ["1.1.0:", "1.2.0:", "1.3.0:", "1.4.0:", "1.5.0:"] {
+    for skipped in ["1.1.0:", "1.2.0:", "1.3.0:", "1.4.0:", "1.5.0:", "1.7.0:"] {
         assert!(
             out.stderr.contains(&format!("skipping {skipped}")),
             "{skipped}: {}",
@@ -438,6 +449,7 @@ fn check_reports_only_digests_signed_with_the_key_and_get_refuses_the_rest_befor
             &*format!("the payload signs {}, not", digests["1.0.0"]),
         ),
         ("1.4.0", "does not verify with the key"),
+        ("1.7.0", "larger than a signature"),
     ];
     // Through a proxy that records every request.
     let proxy = FaultProxy::start(&registry);
@@ -471,6 +483,8 @@ fn check_reports_only_digests_signed_with_the_key_and_get_refuses_the_rest_befor
             0,
             "{tag} read the manifest"
         );
+        let oversized_reads = proxy.count("GET", &sha256(&oversized));
+        assert_eq!(oversized_reads, 0, "{tag} read the oversized payload");
     }
 }
 

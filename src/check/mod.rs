@@ -24,11 +24,13 @@ pub async fn run(request: CheckRequest) -> anyhow::Result<Vec<Version>> {
     source.validate()?;
     let endpoint = Endpoint::connect(source, Access::Pull).await?;
     let request = &request;
+    let key = source.cosign_key()?;
+    let key = key.as_ref();
     endpoint
         .mirror_first(
             "checking",
             |versions: &Vec<Version>| !versions.is_empty(),
-            |client, repository| async move { check_on(&client, &repository, request).await },
+            |client, repository| async move { check_on(&client, &repository, request, key).await },
         )
         .await
         .with_context(|| format!("checking origin {} failed", endpoint.name))
@@ -38,6 +40,7 @@ async fn check_on(
     client: &RegistryClient,
     repository: &Repository,
     request: &CheckRequest,
+    key: Option<&crate::sign::PublicKey>,
 ) -> anyhow::Result<Vec<Version>> {
     let source = &request.source;
     let versions = match source.check_mode() {
@@ -59,8 +62,8 @@ async fn check_on(
         }
     }?;
     debug_assert!(versions.iter().all(|v| !v.digest.is_empty()));
-    match source.cosign_key()? {
-        Some(key) => signed_only(client, repository, versions, &key).await,
+    match key {
+        Some(key) => signed_only(client, repository, versions, key).await,
         None => Ok(versions),
     }
 }

@@ -23,11 +23,23 @@ impl RegistryClient {
             .await
     }
 
-    /// Fetches a small blob whole, verifying its digest.
+    /// Fetches a small blob whole (an image config: at most 32 MiB),
+    /// verifying its digest.
     pub async fn get_small_blob(
         &self,
         repo: &Repository,
         digest: &Digest,
+    ) -> anyhow::Result<Vec<u8>> {
+        self.get_blob_up_to(repo, digest, MAX_CONFIG_BYTES).await
+    }
+
+    /// Fetches a blob whole, verifying its digest; one served larger than
+    /// `limit` bytes is refused before more is read.
+    pub async fn get_blob_up_to(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        limit: usize,
     ) -> anyhow::Result<Vec<u8>> {
         let what = format!("GET blob {repo}@{digest}");
         self.retry()
@@ -39,7 +51,7 @@ impl RegistryClient {
                         StatusError::from_response(Method::GET, response).await
                     ));
                 }
-                let bytes = read_limited(response, MAX_CONFIG_BYTES).await?;
+                let bytes = read_limited(response, limit).await?;
                 if !digest.matches(&bytes) {
                     bail!("blob {repo}@{digest} does not match its digest");
                 }

@@ -24,6 +24,9 @@ use crate::registry::referrers::fallback_tag;
 
 /// Signatures examined per form; a registry serving more gets the first.
 const MAX_EXAMINED: usize = 32;
+/// A signature payload or bundle larger than this is not one (cosign's are
+/// a few hundred bytes to a few KiB); it is neither fetched nor read past.
+pub const MAX_SIGNATURE_BYTES: usize = 1 << 20;
 /// The artifact type (and layer type prefix) of sigstore bundles.
 pub const BUNDLE_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
 
@@ -115,7 +118,16 @@ async fn from_signature_tag(
             seen.push(format!("{what}: an invalid digest"));
             continue;
         };
-        let payload = client.get_small_blob(repo, &payload_digest).await?;
+        if layer.size > MAX_SIGNATURE_BYTES as u64 {
+            seen.push(format!(
+                "{what}: {} bytes, larger than a signature",
+                layer.size
+            ));
+            continue;
+        }
+        let payload = client
+            .get_blob_up_to(repo, &payload_digest, MAX_SIGNATURE_BYTES)
+            .await?;
         if !key.verifies(&payload, &signature) {
             seen.push(format!(
                 "{what}: the signature does not verify with the key"
@@ -174,7 +186,16 @@ async fn from_bundles(
                 seen.push(format!("{what}: a layer with an invalid digest"));
                 continue;
             };
-            let bundle = client.get_small_blob(repo, &bundle_digest).await?;
+            if layer.size > MAX_SIGNATURE_BYTES as u64 {
+                seen.push(format!(
+                    "{what}: {} bytes, larger than a bundle",
+                    layer.size
+                ));
+                continue;
+            }
+            let bundle = client
+                .get_blob_up_to(repo, &bundle_digest, MAX_SIGNATURE_BYTES)
+                .await?;
             match check_bundle(&bundle, key, digest) {
                 Ok(()) => return Ok(Some(what)),
                 Err(e) => seen.push(format!("{what}: {e:#}")),
