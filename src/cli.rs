@@ -182,10 +182,16 @@ pub async fn config(
     write_stdout(&config)
 }
 
-/// `blob REPOSITORY@DIGEST`: the blob's bytes on stdout, verified while
-/// they stream (a mismatch fails the command; what was written is then not
-/// to be trusted).
-pub async fn blob(connection: &Connection, reference: &str) -> anyhow::Result<()> {
+/// `blob REPOSITORY@DIGEST [-o FILE]`: the blob's bytes, verified while
+/// they stream. On stdout the last buffer is held back until the digest
+/// checks out, so a blob that fails verification is never delivered whole
+/// (and the command fails); with `-o` the bytes go to a temporary file
+/// beside `FILE`, renamed to `FILE` only once verified.
+pub async fn blob(
+    connection: &Connection,
+    reference: &str,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let (repository, target) = parse_reference(reference)?;
     let Some(Target::Digest(digest)) = target else {
         bail!("blob needs REPOSITORY@DIGEST, not {reference:?}");
@@ -202,16 +208,89 @@ pub async fn blob(connection: &Connection, reference: &str) -> anyhow::Result<()
     let wanted = digest.clone();
     let download =
         tokio::spawn(async move { client.download_blob(&repo, &wanted, size, tx).await });
-    let mut stdout = std::io::stdout().lock();
+    let mut sink = BlobSink::open(output)?;
+    // The newest bytes, written only when more follow or the digest checked out.
+    let mut held: Option<bytes::Bytes> = None;
+    let mut verified = false;
     while let Some(chunk) = rx.recv().await {
         match chunk {
-            BlobChunk::Data(bytes) => stdout.write_all(&bytes).context("writing to stdout")?,
-            BlobChunk::Verified => break,
+            BlobChunk::Data(bytes) => {
+                if let Some(previous) = held.replace(bytes) {
+                    sink.write(&previous)?;
+                }
+            }
+            BlobChunk::Verified => {
+                verified = true;
+                break;
+            }
             BlobChunk::Failed(_) => break,
         }
     }
-    stdout.flush().context("writing to stdout")?;
-    download.await.context("the download task failed")?
+    drop(rx);
+    download.await.context("the download task failed")??;
+    if !verified {
+        bail!("the download of {reference} ended before its digest was checked");
+    }
+    if let Some(last) = held {
+        sink.write(&last)?;
+    }
+    sink.finish()
+}
+
+/// Where `blob` writes: stdout, or a temporary file renamed into place.
+enum BlobSink {
+    Stdout(std::io::StdoutLock<'static>),
+    File {
+        temporary: tempfile::NamedTempFile,
+        path: std::path::PathBuf,
+    },
+}
+
+impl BlobSink {
+    fn open(output: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let Some(path) = output else {
+            return Ok(BlobSink::Stdout(std::io::stdout().lock()));
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => std::path::Path::new("."),
+        };
+        let temporary = tempfile::Builder::new()
+            .prefix(".registry-image-blob-")
+            .tempfile_in(dir)
+            .with_context(|| format!("-o: cannot create a file in {}", dir.display()))?;
+        Ok(BlobSink::File {
+            temporary,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match self {
+            BlobSink::Stdout(out) => out.write_all(bytes).context("writing to stdout"),
+            BlobSink::File { temporary, path } => temporary
+                .write_all(bytes)
+                .with_context(|| format!("writing {}", path.display())),
+        }
+    }
+
+    /// Flushes stdout, or puts the verified file in place.
+    fn finish(self) -> anyhow::Result<()> {
+        match self {
+            BlobSink::Stdout(mut out) => out.flush().context("writing to stdout"),
+            BlobSink::File { temporary, path } => {
+                temporary
+                    .as_file()
+                    .sync_all()
+                    .with_context(|| format!("writing {}", path.display()))?;
+                temporary
+                    .persist(&path)
+                    .map_err(|e| e.error)
+                    .with_context(|| format!("-o: renaming into {}", path.display()))?;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// `cp SOURCE DESTINATION [--all]`: promotion by digest (see

@@ -76,25 +76,31 @@ impl Endpoint {
                 );
             }
         }
+        let mut credential_hosts = None;
         if source.azure_acr {
             let extra = parse_ca_certs(&source.ca_certs).context("source.ca_certs")?;
-            let http = crate::registry::http::build_client(extra)?;
+            let http = crate::registry::http::build_client_without_redirects(extra)?;
             let login = acr::login(source, &repository, &http)
                 .await
                 .context("cannot authenticate with ACR")?;
             credentials = Some(login);
+            credential_hosts = Some(acr::host_guard(source));
         }
         if credentials.is_none() {
             credentials = docker_credentials(repository.registry()).await;
         }
         let ca_certs = parse_ca_certs(&source.ca_certs).context("source.ca_certs")?;
-        let options = |credentials| ClientOptions {
+        let options = |credentials, credential_hosts| ClientOptions {
             credentials,
             insecure: source.insecure,
             ca_certs: ca_certs.clone(),
             access,
+            credential_hosts,
         };
-        let client = RegistryClient::new(repository.api_host(), options(credentials))?;
+        let client = RegistryClient::new(
+            repository.api_host(),
+            options(credentials, credential_hosts),
+        )?;
         let mirror = match &source.registry_mirror {
             Some(mirror) if access == Access::Pull && repository.is_docker_hub() => {
                 let mirror_repository = repository
@@ -103,7 +109,7 @@ impl Endpoint {
                 let credentials =
                     Credentials::from_parts(&mirror.username, mirror.password.expose());
                 let client =
-                    RegistryClient::new(mirror_repository.api_host(), options(credentials))?
+                    RegistryClient::new(mirror_repository.api_host(), options(credentials, None))?
                         .with_retry(mirror_retry());
                 Some(Mirror {
                     repository: mirror_repository,

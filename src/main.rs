@@ -88,12 +88,15 @@ enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
-    /// Write a blob to stdout, verified against its digest while it streams.
+    /// Write a blob to stdout (or a file), verified against its digest while it streams.
     #[command(
-        after_help = "Example:\n  registry-image blob registry.example.org/team/app@sha256:… > layer.tar.gz"
+        after_help = "Example:\n  registry-image blob registry.example.org/team/app@sha256:… -o layer.tar.gz\n\nOn stdout the last buffer is held back until the digest checks out, so a\ncorrupted blob is never delivered whole. With -o the blob goes to a\ntemporary file beside FILE, renamed to FILE only once verified."
     )]
     Blob {
         reference: String,
+        /// Write to FILE (only once verified) instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
         #[command(flatten)]
         connection: ConnectionArgs,
     },
@@ -285,7 +288,7 @@ fn run_verb(command: Command) -> anyhow::Result<()> {
     let platform = |text: &Option<String>| text.as_deref().map(cli::parse_platform).transpose();
     let connect = |args: &ConnectionArgs| -> anyhow::Result<Connection> {
         let connection = args.connection()?;
-        logging::init(connection.debug);
+        logging::init_verb(connection.debug);
         Ok(connection)
     };
     runtime.block_on(async {
@@ -315,8 +318,9 @@ fn run_verb(command: Command) -> anyhow::Result<()> {
             } => cli::config(&connect(connection)?, reference, platform(p)?.as_ref()).await,
             Command::Blob {
                 reference,
+                output,
                 connection,
-            } => cli::blob(&connect(connection)?, reference).await,
+            } => cli::blob(&connect(connection)?, reference, output.as_deref()).await,
             Command::Cp {
                 from,
                 to,

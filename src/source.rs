@@ -167,6 +167,11 @@ pub struct Source {
     /// Azure: the cloud.
     #[serde(default)]
     pub azure_environment: String,
+    /// Azure: hosts besides ACR's own (`*.azurecr.io` and the sovereign
+    /// clouds') that may receive the managed identity's tokens: a
+    /// registry's custom domain.
+    #[serde(default)]
+    pub azure_acr_hosts: Vec<String>,
 
     /// Notary v1 signing; accepted so the error can say why it is refused.
     #[serde(default)]
@@ -409,6 +414,76 @@ pub enum CheckMode {
 }
 
 impl Source {
+    /// The connection part of this source: every field that says how to
+    /// reach and authenticate to its registry (credentials of every kind,
+    /// TLS, the mirror, debug), and nothing of what to look for. A copy
+    /// within one registry connects to its origin with it.
+    ///
+    /// Every field is named below, so a field added to `Source` fails to
+    /// compile until it is sorted into one part or the other.
+    pub fn connection(&self) -> Source {
+        let Source {
+            // What to look for: not part of a connection.
+            repository: _,
+            tag: _,
+            tag_regex: _,
+            created_at_sort: _,
+            variant: _,
+            semver_constraint: _,
+            pre_releases: _,
+            pre_release_prefixes: _,
+            platform: _,
+            label_regex: _,
+            annotation_regex: _,
+            content_trust: _,
+            cosign_public_key: _,
+            cosign_certificate_identity: _,
+            cosign_certificate_oidc_issuer: _,
+            // How to connect.
+            username,
+            password,
+            insecure,
+            ca_certs,
+            registry_mirror,
+            debug,
+            aws_access_key_id,
+            aws_secret_access_key,
+            aws_session_token,
+            aws_region,
+            aws_role_arn,
+            aws_role_arns,
+            aws_account_id,
+            aws_ecr_registry_id,
+            azure_acr,
+            azure_client_id,
+            azure_tenant_id,
+            azure_environment,
+            azure_acr_hosts,
+        } = self.clone();
+        Source {
+            username,
+            password,
+            insecure,
+            ca_certs,
+            registry_mirror,
+            debug,
+            aws_access_key_id,
+            aws_secret_access_key,
+            aws_session_token,
+            aws_region,
+            aws_role_arn,
+            aws_role_arns,
+            aws_account_id,
+            aws_ecr_registry_id,
+            azure_acr,
+            azure_client_id,
+            azure_tenant_id,
+            azure_environment,
+            azure_acr_hosts,
+            ..Source::default()
+        }
+    }
+
     /// Validates everything that can be validated without the network, so a
     /// bad configuration fails fast with a clear message.
     pub fn validate(&self) -> anyhow::Result<()> {

@@ -103,14 +103,22 @@ fn stand_ins(
     )
 }
 
+/// The registry's host and its token service's.
+fn acr_hosts(registry: &TestRegistry) -> Vec<String> {
+    let token = registry.token_server.as_ref().expect("a token registry");
+    vec![registry.host(), format!("127.0.0.1:{}", token.port)]
+}
+
 fn check(
     registry: &TestRegistry,
     imds: &str,
     exchange: &str,
     extra: serde_json::Value,
 ) -> StepOutput {
+    // The loopback registry and its token service are no ACR hosts: the
+    // source names them, as it would a custom domain.
     let mut source = json!({"repository": registry.repo("acr/app"), "tag": "latest",
-                            "azure_acr": true});
+                            "azure_acr": true, "azure_acr_hosts": acr_hosts(registry)});
     for (k, v) in extra.as_object().unwrap() {
         source[k] = v.clone();
     }
@@ -229,4 +237,122 @@ fn a_flooding_identity_or_exchange_endpoint_is_read_only_to_its_cap() {
         &flooding("/oauth2/exchange"),
         tenant,
     ));
+}
+
+/// A server that records every request it gets (method and path) and
+/// answers 200 `{}`: where nothing of Azure's may arrive.
+fn recorder() -> (
+    String,
+    Arc<Mutex<Vec<String>>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .fallback(
+            |State(got): State<Arc<Mutex<Vec<String>>>>,
+             request: axum::extract::Request| async move {
+                got.lock()
+                    .unwrap()
+                    .push(format!("{} {}", request.method(), request.uri()));
+                json_answer(json!({"refresh_token": REFRESH, "access_token": AAD}))
+            },
+        )
+        .with_state(got.clone());
+    let (port, stop) = support::serve(app);
+    (format!("127.0.0.1:{port}"), got, stop)
+}
+
+#[test]
+fn azure_tokens_go_only_to_acr_hosts_or_hosts_the_source_names() {
+    let registry = TestRegistry::token(ACR_USER, REFRESH);
+    registry.push("acr/app", "latest", &TestImage::seeded("acr"));
+    let (imds, exchange, seen, _servers) = stand_ins(false, false);
+
+    // A registry that is neither ACR's nor named: nothing is asked of the
+    // identity endpoint, nothing is exchanged, one line says why.
+    let out = run_step_env(
+        "check",
+        &[],
+        &[
+            ("REGISTRY_IMAGE_AZURE_IMDS_URL", &imds),
+            ("REGISTRY_IMAGE_AZURE_EXCHANGE_URL", &exchange),
+        ],
+        &json!({"source": {"repository": registry.repo("acr/app"), "tag": "latest",
+                           "azure_acr": true}}),
+    );
+    let line = out.error_line();
+    assert!(line.contains("nothing was sent"), "{line}");
+    assert!(
+        line.contains("not an Azure Container Registry host"),
+        "{line}"
+    );
+    assert!(line.contains("source.azure_acr_hosts"), "{line}");
+    {
+        let seen = seen.lock().unwrap();
+        assert!(seen.imds.is_empty() && seen.exchanges.is_empty());
+    }
+
+    // The registry named, but its token realm on a host that is not: the
+    // refresh token is not sent to the realm.
+    let out = check(
+        &registry,
+        &imds,
+        &exchange,
+        json!({"azure_acr_hosts": [registry.host()]}),
+    );
+    let line = out.error_line();
+    assert!(line.contains("refusing token realm"), "{line}");
+    assert!(line.contains("source.azure_acr_hosts"), "{line}");
+    assert!(!out.stderr.contains(REFRESH) && !out.stderr.contains(AAD));
+
+    // An exchange that redirects elsewhere: not followed, so the recorder
+    // (the redirect's target) gets nothing.
+    let (target, got, _stop) = recorder();
+    let redirecting = axum::Router::new().fallback(move || {
+        let to = format!("http://{target}/oauth2/exchange");
+        async move { (StatusCode::TEMPORARY_REDIRECT, [("location", to)]) }
+    });
+    let (redirect_port, _redirect) = support::serve(redirecting);
+    let out = check(
+        &registry,
+        &imds,
+        &format!("http://127.0.0.1:{redirect_port}/oauth2/exchange"),
+        json!({}),
+    );
+    let line = out.error_line();
+    assert!(line.contains("307 (a redirect): not followed"), "{line}");
+    assert!(got.lock().unwrap().is_empty(), "{:?}", got.lock().unwrap());
+    assert!(!out.stderr.contains(AAD));
+}
+
+#[test]
+fn a_copy_within_an_acr_registry_keeps_the_azure_credentials() {
+    let registry = TestRegistry::token(ACR_USER, REFRESH);
+    let image = TestImage::seeded("acr-copy");
+    let digest = registry.push("acr/app", "latest", &image);
+    let (imds, exchange, seen, _servers) = stand_ins(false, false);
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::run_step_env(
+        "out",
+        &[dir.path().to_str().unwrap()],
+        &[
+            ("REGISTRY_IMAGE_AZURE_IMDS_URL", &imds),
+            ("REGISTRY_IMAGE_AZURE_EXCHANGE_URL", &exchange),
+        ],
+        &json!({"source": {"repository": registry.repo("acr/promoted"), "tag": "prod",
+                           "azure_acr": true, "azure_acr_hosts": acr_hosts(&registry)},
+                "params": {"copy": {"from": format!("{}@{digest}", registry.repo("acr/app"))}}}),
+    );
+    assert_eq!(
+        out.json()["version"]["digest"],
+        digest.as_str(),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        registry.digest_of("acr/promoted", "prod").as_deref(),
+        Some(digest.as_str())
+    );
+    // The origin was read as the ACR user too: two logins, one per side.
+    assert_eq!(seen.lock().unwrap().exchanges.len(), 2);
 }

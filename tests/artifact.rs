@@ -452,3 +452,42 @@ fn an_artifact_of_metadata_alone_round_trips() {
         0
     );
 }
+
+#[test]
+fn a_config_that_fails_its_digest_leaves_no_files_behind() {
+    // The registry behind a proxy that serves other bytes for the config:
+    // `in` fails, and nothing of the artifact (not `files/`, not the
+    // metadata) is in the destination.
+    let registry = TestRegistry::plain();
+    let proxy = support::proxy::FaultProxy::start(&registry);
+    let src = tempfile::tempdir().unwrap();
+    make_vm(src.path(), 1);
+    let artifact =
+        json!({"files": ["README.txt"], "artifact_type": VM_TYPE, "metadata": "vm.json"});
+    let pushed = push_artifact(src.path(), &registry.repo("vms/bad-config"), "t", artifact);
+    let digest = pushed.json()["version"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (bytes, _) = registry.manifest("vms/bad-config", "t");
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    proxy.inject(
+        Some("GET"),
+        &format!("/blobs/{config}"),
+        support::proxy::Fault::Json(std::sync::Arc::new(br#"{"name": "forged"}"#.to_vec())),
+        100,
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let out = fetch_artifact(&proxy.repo("vms/bad-config"), "t", &digest, dest.path());
+    let line = out.error_line();
+    assert!(line.contains("fetching the artifact's config"), "{line}");
+    let left: Vec<String> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !left.iter().any(|n| n == "files" || n == "metadata.json"),
+        "left behind: {left:?}"
+    );
+}

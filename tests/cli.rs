@@ -193,3 +193,59 @@ fn every_verb_has_help_with_an_example() {
     assert!(!bad.success);
     assert!(bad.stderr.contains("os/architecture"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_blob_that_fails_its_digest_is_never_delivered_whole() {
+    let registry = TestRegistry::plain();
+    let proxy = support::proxy::FaultProxy::start(&registry);
+    let mut data = vec![0u8; 300_000];
+    support::image::fill_random(&mut data, &mut 11);
+    let layer = support::image::gzip(&tar(&[Entry::file("data.bin", &data)]));
+    let digest = registry.put_blob("team/blob", &layer);
+    let reference = format!("{}@{digest}", proxy.repo("team/blob"));
+
+    // stdout's raw bytes (StepOutput decodes them as text).
+    let raw_stdout = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_registry-image"))
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    // Verified: stdout gets every byte; -o writes the file.
+    let verified = raw_stdout(&["blob", &reference]);
+    assert!(verified.status.success());
+    assert_eq!(verified.stdout, layer);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("layer.tar.gz");
+    ok(cli(&["blob", &reference, "-o", file.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&file).unwrap(), layer);
+    std::fs::remove_file(&file).unwrap();
+
+    // The same length with one byte changed, however often it is asked.
+    let mut forged = layer.clone();
+    forged[layer.len() / 2] ^= 1;
+    proxy.inject(
+        Some("GET"),
+        &format!("/blobs/{digest}"),
+        support::proxy::Fault::Json(std::sync::Arc::new(forged)),
+        1000,
+    );
+    let out = raw_stdout(&["blob", &reference]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    // The last buffer was held back: the forged blob never arrives whole.
+    assert!(
+        out.stdout.len() < layer.len(),
+        "{} of {} bytes delivered",
+        out.stdout.len(),
+        layer.len()
+    );
+    let out = cli(&["blob", &reference, "-o", file.to_str().unwrap()]);
+    assert!(!out.success);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}

@@ -345,6 +345,15 @@ fn hostile_archives_are_refused_before_anything_is_pushed() {
     zip_with("link.zip", &|zip| {
         zip.add_symlink("etc", "../../../etc", options).unwrap();
     });
+    // A chain: each link's target is inside when read from its own name,
+    // but `a/up/esc` is written where `a/up` leads (the top), from where
+    // `../../etc/shadow` climbs out.
+    zip_with("chain.zip", &|zip| {
+        zip.add_directory("a/", options).unwrap();
+        zip.add_symlink("a/up", "..", options).unwrap();
+        zip.add_symlink("a/up/esc", "../../etc/shadow", options)
+            .unwrap();
+    });
     let climbing_tar = support::raw_tar::RawEntry::file("../outside/evil", b"x");
     std::fs::write(
         src.path().join("climb.tar"),
@@ -355,6 +364,7 @@ fn hostile_archives_are_refused_before_anything_is_pushed() {
         ("climb.zip", "would land outside the package"),
         ("absolute.zip", "would land outside the package"),
         ("link.zip", "points outside the package"),
+        ("chain.zip", "points outside the package"),
         ("climb.tar", ".."),
     ] {
         let out = push(&registry, src.path(), "pkg/hostile", json!({"path": path}));

@@ -747,41 +747,159 @@ fn a_connection_cut_mid_upload_resumes() {
     }
 }
 
+/// Every kind of upload `out` does, through `proxy` into `repo-*`: a
+/// docker-save image (its layer 1 MB, so ~16 chunks of 64 KiB), a package
+/// (a blob whose digest is known only once gzipped), an artifact, a copy
+/// from the registry behind (blobs relayed: the proxy's registry is another
+/// host), and cosign signatures. Each result is read back from the registry.
+fn push_every_way(registry: &TestRegistry, proxy: &FaultProxy, repo: &str, envs: &[(&str, &str)]) {
+    let src = tempfile::tempdir().unwrap();
+    let img = image(repo, 1_000_000);
+    write_docker_save(&src.path().join("image.tar"), &img, "x:y");
+    let big = random_bytes(700_000, 7);
+    std::fs::create_dir_all(src.path().join("app")).unwrap();
+    std::fs::write(src.path().join("app/data.bin"), &big).unwrap();
+    std::fs::write(src.path().join("notes.bin"), &big[..300_000]).unwrap();
+    let key = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/cosign/cosign_generated_encrypted_empty_private.key");
+    std::fs::copy(key, src.path().join("cosign.key")).unwrap();
+    let sign = json!({"key": "cosign.key"});
+    let pushed = |name: &str, params: Value| -> String {
+        let out = put_env(
+            src.path(),
+            envs,
+            json!({"repository": proxy.repo(&format!("{repo}-{name}")), "tag": "t"}),
+            params,
+        );
+        let digest = out.json()["version"]["digest"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: {}", out.stderr))
+            .to_owned();
+        assert_eq!(
+            registry
+                .digest_of(&format!("{repo}-{name}"), "t")
+                .as_deref(),
+            Some(digest.as_str()),
+            "{name}"
+        );
+        digest
+    };
+    pushed("image", json!({"image": "image.tar", "sign": sign}));
+    assert_eq!(
+        skopeo_config_digest(registry, &format!("{repo}-image"), "t"),
+        img.config_digest()
+    );
+    pushed("package", json!({"package": {"path": "app"}, "sign": sign}));
+    pushed(
+        "artifact",
+        json!({"artifact": {"files": ["notes.bin"], "artifact_type": "application/x-test"}}),
+    );
+    let origin = registry.push(&format!("{repo}-origin"), "o", &img);
+    let copied = pushed(
+        "copy",
+        json!({"copy": {"from": format!("{}@{origin}", registry.repo(&format!("{repo}-origin")))}}),
+    );
+    assert_eq!(copied, origin);
+    // Pulled back whole.
+    let dest = tempfile::tempdir().unwrap();
+    run_step(
+        "in",
+        &[dest.path().to_str().unwrap()],
+        &json!({"source": {"repository": registry.repo(&format!("{repo}-package"))},
+                "version": {"tag": "t", "digest": registry.digest_of(&format!("{repo}-package"), "t")}}),
+    )
+    .json();
+    assert_eq!(
+        std::fs::read(dest.path().join("rootfs/data.bin")).unwrap(),
+        big
+    );
+}
+
 #[test]
-fn a_registry_refusing_chunks_gets_whole_blobs() {
+fn uploads_answered_as_ecr_does_work_on_every_path() {
+    // ECR answers a chunk's PATCH with 201, and after the first PATCH of a
+    // session its Range stays at the first chunk's end although every chunk
+    // is stored: each alone, then both.
+    let registry = TestRegistry::plain();
+    for (created, stale) in [(true, false), (false, true), (true, true)] {
+        let proxy = FaultProxy::start(&registry);
+        proxy.answer_uploads_like_ecr(created, stale);
+        let repo = format!("ecr-{created}-{stale}");
+        push_every_way(&registry, &proxy, &repo, &[SMALL_CHUNKS]);
+        let patches = proxy.count("PATCH", "/blobs/uploads/");
+        assert!(patches > 30, "the blobs went in chunks: {patches} PATCHes");
+        assert_eq!(
+            proxy.count("PUT", "/blobs/uploads/"),
+            proxy.count("POST", "/blobs/uploads/"),
+            "one session per blob, none started over: {:?}",
+            proxy.requests()
+        );
+    }
+}
+
+#[test]
+fn a_cut_chunk_on_a_registry_with_a_stale_range_starts_over_instead_of_trusting_it() {
     let registry = TestRegistry::plain();
     let proxy = FaultProxy::start(&registry);
+    proxy.answer_uploads_like_ecr(true, true);
     let src = tempfile::tempdir().unwrap();
-    let img = image("ecr-like", 300_000);
+    let img = image("ecr-cut", 400_000);
     write_docker_save(&src.path().join("image.tar"), &img, "x:y");
-    // As ECR: a chunk of a multi-chunk upload is answered 201 (the fifth
-    // PATCH is the big layer's; the others fit in one chunk each).
+    // The fifth PATCH is mid-layer (see a_connection_cut_mid_upload_resumes):
+    // cut after 1000 bytes reached the registry. The status then says the
+    // first chunk's end, behind the chunk being sent: the blob starts over.
     proxy.inject(Some("PATCH"), "/blobs/uploads/", Fault::Pass, 4);
-    proxy.inject(
-        Some("PATCH"),
-        "/blobs/uploads/",
-        Fault::Status(201, None),
-        1,
-    );
+    proxy.inject(Some("PATCH"), "/blobs/uploads/", Fault::CutUpload(1000), 1);
     let out = put_env(
         src.path(),
         &[SMALL_CHUNKS],
-        json!({"repository": proxy.repo("put/ecr"), "tag": "t"}),
+        json!({"repository": proxy.repo("put/ecr-cut"), "tag": "t"}),
         json!({"image": "image.tar"}),
     );
     let digest = out.json()["version"]["digest"].as_str().unwrap().to_owned();
+    assert_eq!(proxy.pending_faults(), 0);
+    assert!(out.stderr.contains("starting it again"), "{}", out.stderr);
     assert_eq!(
-        registry.digest_of("put/ecr", "t").as_deref(),
+        registry.digest_of("put/ecr-cut", "t").as_deref(),
         Some(digest.as_str())
     );
     assert_eq!(
-        proxy.count("DELETE", "/blobs/uploads/"),
-        1,
-        "the refused upload is cancelled"
-    );
-    assert_eq!(
-        skopeo_config_digest(&registry, "put/ecr", "t"),
+        skopeo_config_digest(&registry, "put/ecr-cut", "t"),
         img.config_digest()
+    );
+}
+
+#[test]
+fn a_registry_refusing_chunks_gets_monolithic_puts() {
+    // As Google Artifact Registry: no chunked uploads. The first PATCH is
+    // refused with 405; from then on every blob is one PUT ?digest= with
+    // its body, on every path (a package's layer, whose digest is known
+    // only once gzipped, included).
+    let registry = TestRegistry::plain();
+    let proxy = FaultProxy::start(&registry);
+    proxy.inject(
+        Some("PATCH"),
+        "/blobs/uploads/",
+        Fault::Status(405, None),
+        1000,
+    );
+    push_every_way(&registry, &proxy, "mono", &[SMALL_CHUNKS]);
+    // Each step learns it once per upload under way when the refusal
+    // came (up to four at once), and cancels each refused session.
+    let patches = proxy.count("PATCH", "/blobs/uploads/");
+    assert!(
+        (4..=16).contains(&patches),
+        "chunks tried at most once per upload under way, per step: {patches}"
+    );
+    assert_eq!(proxy.count("DELETE", "/blobs/uploads/"), patches);
+    assert!(
+        proxy.count("PUT", "/blobs/uploads/") >= 10,
+        "the blobs went in PUTs with their digest"
+    );
+    let (_, up) = proxy.bytes_moved();
+    assert!(
+        up > 2_000_000,
+        "the blobs went up in PUT bodies: {up} bytes"
     );
 }
 

@@ -12,6 +12,14 @@
 //!    `00000000-0000-0000-0000-000000000000` in the registry's normal token
 //!    flow.
 //!
+//! The AD token (a management-plane token, far more powerful than a
+//! registry credential) and the refresh token go only to ACR's own hosts
+//! (`*.azurecr.io`, `*.azurecr.us`, `*.azurecr.cn`) or to hosts the source
+//! names in `azure_acr_hosts` (a custom domain): nothing is asked of the
+//! identity endpoint for any other registry, the calls follow no redirect,
+//! and the registry client sends the refresh token to a token realm only on
+//! those hosts ([`host_guard`]).
+//!
 //! Two HTTP calls do not justify the Azure SDK (~180 crates, `crates.md`);
 //! they are written here. Tests point them at stand-ins with
 //! `REGISTRY_IMAGE_AZURE_IMDS_URL` (instead of `http://169.254.169.254`) and
@@ -23,9 +31,46 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::Credentials;
+use super::{Credentials, HostGuard};
 use crate::reference::Repository;
 use crate::source::Source;
+
+/// The registry host suffixes of ACR in each cloud.
+const ACR_SUFFIXES: [&str; 3] = [".azurecr.io", ".azurecr.us", ".azurecr.cn"];
+
+/// Whether `host` (`name[:port]`) is an ACR registry host: a DNS name
+/// ending in one of ACR's suffixes, with at least one label before it.
+pub fn is_acr_host(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some(_) => return false,
+        None => host.as_str(),
+    };
+    ACR_SUFFIXES.iter().any(|suffix| {
+        name.strip_suffix(suffix).is_some_and(|labels| {
+            !labels.is_empty()
+                && labels.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        })
+    })
+}
+
+/// Where the managed identity's tokens may go, for the registry client's
+/// token realm check.
+pub fn host_guard(source: &Source) -> HostGuard {
+    HostGuard {
+        cloud: "Azure",
+        own_hosts: "*.azurecr.io, *.azurecr.us, *.azurecr.cn",
+        field: "source.azure_acr_hosts",
+        is_cloud_host: is_acr_host,
+        named: source.azure_acr_hosts.clone(),
+    }
+}
 
 /// The user ACR's refresh tokens go with.
 pub const REFRESH_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
@@ -103,6 +148,16 @@ pub async fn login(
     http: &reqwest::Client,
 ) -> anyhow::Result<Credentials> {
     let registry = repository.registry();
+    let guard = host_guard(source);
+    if !guard.allows(registry) {
+        bail!(
+            "nothing was sent: {registry} is not an Azure Container Registry host ({}), so the \
+             managed identity's tokens do not go there; for a registry's custom domain, name it \
+             in {}",
+            guard.own_hosts,
+            guard.field
+        );
+    }
     let cloud = Cloud::of(&source.azure_environment, registry);
     let aad = managed_identity_token(http, cloud, &source.azure_client_id).await?;
     let scheme = if source.insecure { "http" } else { "https" };
@@ -209,6 +264,12 @@ async fn answer(
 ) -> anyhow::Result<Vec<u8>> {
     let response = timed(request.send()).await.context(sending.to_owned())?;
     let status = response.status();
+    if status.is_redirection() {
+        bail!(
+            "{refused} {} (a redirect): not followed, the token goes nowhere else",
+            status.as_u16()
+        );
+    }
     let body = crate::registry::http::read_prefix(response, MAX_ANSWER_BYTES).await;
     if !status.is_success() {
         bail!(
@@ -247,6 +308,28 @@ mod tests {
             Cloud::Government,
             "unknown: suffix"
         );
+    }
+
+    #[test]
+    fn acr_hosts() {
+        assert!(is_acr_host("myregistry.azurecr.io"));
+        assert!(is_acr_host("MyRegistry.AzureCR.us:443"));
+        assert!(is_acr_host("reg.westeurope.data.azurecr.cn"));
+        assert!(!is_acr_host("azurecr.io"));
+        assert!(!is_acr_host(".azurecr.io"));
+        assert!(!is_acr_host("evil.com"));
+        assert!(!is_acr_host("myregistry.azurecr.io.evil.com"));
+        assert!(!is_acr_host("evil.com/.azurecr.io"));
+        assert!(!is_acr_host("a..azurecr.io"));
+        assert!(!is_acr_host("x.azurecr.io:evil"));
+        let named = HostGuard {
+            named: vec!["registry.contoso.com".into()],
+            ..host_guard(&Source::default())
+        };
+        assert!(named.allows("registry.contoso.com"));
+        assert!(named.allows("x.azurecr.io"));
+        assert!(!named.allows("registry.contoso.com:5000"));
+        assert!(!named.allows("other.contoso.com"));
     }
 
     #[test]

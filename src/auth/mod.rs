@@ -14,6 +14,30 @@ use std::fmt;
 
 pub use challenge::Challenge;
 
+/// Where a cloud's credentials may be sent: the cloud's own registry hosts,
+/// or hosts the source names explicitly. A registry client holding such
+/// credentials sends them to a token realm only on an allowed host.
+#[derive(Clone, Debug)]
+pub struct HostGuard {
+    /// The cloud, for messages.
+    pub cloud: &'static str,
+    /// The cloud's own hosts, for messages.
+    pub own_hosts: &'static str,
+    /// The source field that names other hosts.
+    pub field: &'static str,
+    /// Whether a `host[:port]` is one of the cloud's registry hosts.
+    pub is_cloud_host: fn(&str) -> bool,
+    /// Hosts (`host[:port]`, as written) the source names.
+    pub named: Vec<String>,
+}
+
+impl HostGuard {
+    /// Whether the credentials may go to `host` (`host[:port]`).
+    pub fn allows(&self, host: &str) -> bool {
+        (self.is_cloud_host)(host) || self.named.iter().any(|n| n.eq_ignore_ascii_case(host))
+    }
+}
+
 /// A username and password (or token) for a registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {

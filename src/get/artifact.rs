@@ -8,9 +8,10 @@
 //! Works on any manifest, a container image's included (its layers are
 //! then written as the compressed blobs they are). Titles are names from
 //! the registry, so hostile: only a plain file name is accepted, never a
-//! path. Every blob is verified against its digest while it streams, and
-//! `files/` is built under a temp name and moved into place only once
-//! complete.
+//! path. Every blob is verified against its digest while it streams; the
+//! config is fetched and verified before any file is, and `files/` is built
+//! under a temp name and moved into place only once complete, so nothing
+//! of an artifact appears in the destination unless all of it checked out.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,6 +49,9 @@ pub async fn write(
     }
     let manifest = parse_manifest(&top.bytes)?;
     let files = file_names(&manifest.layers)?;
+    // The config is fetched (and verified) first: nothing of the artifact
+    // appears in `dest` until every blob it needs checked out.
+    let metadata = metadata_json(client, repository, &manifest).await?;
 
     let staged = Staged::new(dest, "files").await?;
     let dir = staged.path().to_path_buf();
@@ -67,24 +71,39 @@ pub async fn write(
     .await;
     staged.commit(built).await?;
 
-    if manifest.config.size > MAX_METADATA_BYTES {
-        tracing::info!(
-            "the config ({} bytes) is too big for metadata.json: not written",
-            manifest.config.size
-        );
-    } else if manifest.config.media_type != media_type::OCI_EMPTY {
-        let config = client
-            .get_small_blob(repository, &manifest.config.digest()?)
-            .await
-            .context("fetching the artifact's config")?;
-        if serde_json::from_slice::<serde_json::Value>(&config).is_ok() {
-            write_file(&dest.join("metadata.json"), &config)?;
-        }
+    if let Some(config) = metadata {
+        write_file(&dest.join("metadata.json"), &config)?;
     }
     let mut annotations = serde_json::to_vec_pretty(&manifest.annotations)?;
     annotations.push(b'\n');
     write_file(&dest.join("annotations.json"), &annotations)?;
     Ok(manifest)
+}
+
+/// The config, when it is metadata: JSON of at most 4 MiB, not the empty
+/// descriptor. Fetched through the verified small-blob reader.
+async fn metadata_json(
+    client: &RegistryClient,
+    repository: &Repository,
+    manifest: &ImageManifest,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    if manifest.config.size > MAX_METADATA_BYTES {
+        tracing::info!(
+            "the config ({} bytes) is too big for metadata.json: not written",
+            manifest.config.size
+        );
+        return Ok(None);
+    }
+    if manifest.config.media_type == media_type::OCI_EMPTY {
+        return Ok(None);
+    }
+    let config = client
+        .get_small_blob(repository, &manifest.config.digest()?)
+        .await
+        .context("fetching the artifact's config")?;
+    Ok(serde_json::from_slice::<serde_json::Value>(&config)
+        .is_ok()
+        .then(|| config.to_vec()))
 }
 
 /// Each layer to write, with its file name: its title, or `<alg>-<hex>`.

@@ -85,6 +85,21 @@ pub fn measure(root: &Path) -> anyhow::Result<TreeStats> {
     Ok(stats)
 }
 
+/// Every symbolic link under `root`: its path relative to `root` (where the
+/// tree really holds it: no link is followed on the way) and its target.
+pub fn symlinks(root: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut links = Vec::new();
+    walk(root, Path::new(""), |item| {
+        if item.meta.file_type().is_symlink() {
+            let target = fs::read_link(&item.host)
+                .with_context(|| format!("reading {}", item.host.display()))?;
+            links.push((item.name.clone(), target));
+        }
+        Ok(())
+    })?;
+    Ok(links)
+}
+
 /// Writes the tree under `root` as an uncompressed tar to `out`, every entry
 /// under `prefix` (relative, e.g. `app` or empty; its own directories come
 /// first, mode 0755). `root` itself is not an entry.

@@ -80,7 +80,104 @@ pub fn unpack(path: &Path, kind: ArchiveKind) -> anyhow::Result<(tempfile::TempD
         }
     }
     writer.finish()?;
+    if kind == ArchiveKind::Zip {
+        check_links_in_tree(&root)?;
+    }
     Ok((dir, root))
+}
+
+/// Symbolic links followed while resolving one link before it counts as a
+/// loop (Linux's own limit).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Every symlink of the unpacked zip, resolved through the tree as the
+/// writer built it (where each really sits, following the links its target
+/// passes through), must stay inside the package. The per-entry check in
+/// [`check_link`] reads names alone, which a chain defeats: `a/up -> ..`
+/// then `a/up/esc -> ../../x` is written by the in-root writer as `esc`
+/// at the top, pointing two levels above it.
+fn check_links_in_tree(root: &Path) -> anyhow::Result<()> {
+    for (name, target) in crate::image::tree_layer::symlinks(root)? {
+        if !resolves_inside(root, &name, &target) {
+            bail!(
+                "zip symlink {:?} points outside the package ({:?}, through the links on its way)",
+                name.display().to_string(),
+                target.display().to_string()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether `target`, read from the link at `name` (relative to `root`),
+/// stays under `root` when followed through the tree: an absolute target,
+/// a `..` above the top, or more than [`MAX_LINK_HOPS`] links is "no". A
+/// part that does not exist ends the walk inside (a dangling link in the
+/// package points at nothing outside it).
+fn resolves_inside(root: &Path, name: &Path, target: &Path) -> bool {
+    // Where the walk stands: names of real directories below `root`.
+    let mut at: Vec<std::ffi::OsString> = name
+        .parent()
+        .map(|p| p.iter().map(|c| c.to_os_string()).collect())
+        .unwrap_or_default();
+    // What is left to walk, next first.
+    let mut queue: std::collections::VecDeque<PathBuf> = std::collections::VecDeque::new();
+    let mut hops = 0;
+    queue.extend(target.components().map(|c| c.as_os_str().into()));
+    while let Some(part) = queue.pop_front() {
+        match Path::new(&part).components().next() {
+            Some(Component::RootDir | Component::Prefix(_)) => return false,
+            Some(Component::CurDir) | None => {}
+            Some(Component::ParentDir) => {
+                if at.pop().is_none() {
+                    return false;
+                }
+            }
+            Some(Component::Normal(step)) => {
+                at.push(step.to_os_string());
+                let here: PathBuf = at.iter().collect();
+                let host = root.join(&here);
+                match std::fs::symlink_metadata(&host) {
+                    Ok(meta) if meta.file_type().is_symlink() => {
+                        hops += 1;
+                        if hops > MAX_LINK_HOPS {
+                            return false;
+                        }
+                        let Ok(next) = std::fs::read_link(&host) else {
+                            return false;
+                        };
+                        at.pop();
+                        let rest: Vec<PathBuf> = queue.drain(..).collect();
+                        queue.extend(next.components().map(|c| c.as_os_str().into()));
+                        queue.extend(rest);
+                    }
+                    Ok(_) => {}
+                    // Nothing there: the rest cannot pass through a link.
+                    Err(_) => {
+                        return lexically_inside(at.len(), &queue);
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Whether the parts left, walked from a depth of `depth` with no link
+/// among them, stay at depth 0 or below.
+fn lexically_inside(mut depth: usize, rest: &std::collections::VecDeque<PathBuf>) -> bool {
+    for part in rest {
+        match Path::new(part).components().next() {
+            Some(Component::RootDir | Component::Prefix(_)) => return false,
+            Some(Component::ParentDir) => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Some(Component::Normal(_)) => depth += 1,
+            Some(Component::CurDir) | None => {}
+        }
+    }
+    true
 }
 
 /// Writes a zip's entries to `out` as a tar, checking every name and link.
@@ -170,6 +267,36 @@ fn check_link(name: &str, target: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_are_resolved_through_the_tree() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        symlink("..", root.join("a/up")).unwrap();
+        // Where the in-root writer puts `a/up/esc`: at the top.
+        symlink("../../etc/shadow", root.join("esc")).unwrap();
+        symlink("a/up/a/up/a", root.join("loopy")).unwrap();
+        symlink("up/a/b", root.join("a/fine")).unwrap();
+        symlink("a/up/..", root.join("sneaky")).unwrap();
+        symlink("missing/../../../x", root.join("a/dangling-out")).unwrap();
+        symlink("missing/x", root.join("a/dangling-in")).unwrap();
+        symlink("self", root.join("self")).unwrap();
+        let inside = |name: &str| {
+            let target = std::fs::read_link(root.join(name)).unwrap();
+            resolves_inside(&root, Path::new(name), &target)
+        };
+        assert!(inside("a/up"));
+        assert!(!inside("esc"));
+        assert!(inside("loopy"));
+        assert!(inside("a/fine"));
+        assert!(!inside("sneaky"));
+        assert!(!inside("a/dangling-out"));
+        assert!(inside("a/dangling-in"));
+        assert!(!inside("self"), "a loop is refused");
+        assert!(check_links_in_tree(&root).is_err());
+    }
 
     #[test]
     fn names_and_links_must_stay_inside() {

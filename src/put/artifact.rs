@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::input::locate_all;
+use super::input::{PathParam, locate_all};
 use super::store::FileSlice;
 use crate::image::{Digest, media_type};
 use crate::source::ArtifactParams;
@@ -85,9 +85,11 @@ impl ArtifactInput {
             if pattern.trim().is_empty() {
                 bail!("params.artifact.files: an empty glob");
             }
-            for path in locate_all(src, pattern, MAX_FILES)
-                .with_context(|| format!("params.artifact.files: {pattern:?}"))?
-            {
+            for path in locate_all(
+                src,
+                PathParam::new("params.artifact.files", pattern),
+                MAX_FILES,
+            )? {
                 let file = artifact_file(&path)
                     .with_context(|| format!("params.artifact.files: {pattern:?}"))?;
                 if let Some(twin) = files.iter().find(|f| f.title == file.title) {
@@ -111,8 +113,10 @@ impl ArtifactInput {
                 media_type::OCI_EMPTY.to_owned(),
             )
         } else {
-            let path =
-                super::input::locate(src, &params.metadata).context("params.artifact.metadata")?;
+            let path = super::input::locate(
+                src,
+                PathParam::new("params.artifact.metadata", &params.metadata),
+            )?;
             (read_metadata(&path)?, artifact_type.to_owned())
         };
         Ok(ArtifactInput {

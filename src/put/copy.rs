@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::input::PathParam;
 use super::layout::RawManifest;
 use crate::auth::Access;
 use crate::endpoint::Endpoint;
@@ -72,7 +73,7 @@ pub fn origin_reference(params: &CopyParams, src: &Path) -> anyhow::Result<(Stri
         ("", "") => bail!("params.copy needs from (REPOSITORY@sha256:…) or from_dir"),
         (from, "") => from.to_owned(),
         ("", dir) => {
-            let dir = super::input::locate(src, dir).context("params.copy.from_dir")?;
+            let dir = super::input::locate(src, PathParam::new("params.copy.from_dir", dir))?;
             let read = |name: &str| {
                 std::fs::read_to_string(dir.join(name))
                     .map(|t| t.trim().to_owned())
@@ -115,21 +116,7 @@ pub fn origin_source(
             }
             given.clone()
         }
-        (None, true) => Source {
-            username: destination.username.clone(),
-            password: destination.password.clone(),
-            insecure: destination.insecure,
-            ca_certs: destination.ca_certs.clone(),
-            aws_access_key_id: destination.aws_access_key_id.clone(),
-            aws_secret_access_key: destination.aws_secret_access_key.clone(),
-            aws_session_token: destination.aws_session_token.clone(),
-            aws_region: destination.aws_region.clone(),
-            aws_role_arn: destination.aws_role_arn.clone(),
-            aws_role_arns: destination.aws_role_arns.clone(),
-            aws_account_id: destination.aws_account_id.clone(),
-            debug: destination.debug,
-            ..Source::default()
-        },
+        (None, true) => destination.connection(),
         (None, false) => Source::default(),
     };
     source.repository = repository.to_owned();

@@ -12,16 +12,15 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
+use super::input::PathParam;
+use super::tag_list::TagList;
 use crate::auth::Access;
 use crate::concourse::{MetadataField, StepResponse, Version};
 use crate::endpoint::Endpoint;
-use crate::reference::{Repository, Target, validate_tag};
+use crate::reference::{Repository, Target};
 use crate::registry::RegistryClient;
 use crate::registry::error::StatusError;
 use crate::source::{DeleteParams, PutParams, Source};
-
-/// Tags one step may delete (a bound on what a tags file can ask).
-const MAX_TAGS: usize = 1000;
 
 /// Runs the delete; the version is the first tag with the digest deleted
 /// under it (empty when no tag existed).
@@ -82,30 +81,21 @@ pub async fn run(
 /// The tags to delete, checked: `tags`, then those of `tags_file`, in
 /// order, each once.
 fn tags(delete: &DeleteParams, src: &Path) -> anyhow::Result<Vec<String>> {
-    let mut all: Vec<String> = delete.tags.clone();
+    let mut list = TagList::new("params.delete");
+    for tag in &delete.tags {
+        list.push(tag.clone())?;
+    }
     if !delete.tags_file.is_empty() {
-        let path = src.join(delete.tags_file.trim_start_matches('/'));
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("params.delete.tags_file: reading {}", path.display()))?;
-        all.extend(text.split_whitespace().map(str::to_owned));
+        let path = super::input::contained(
+            src,
+            PathParam::new("params.delete.tags_file", &delete.tags_file),
+        )?;
+        list.read_file(&path, "")?;
     }
-    let mut unique: Vec<String> = Vec::with_capacity(all.len());
-    for tag in all {
-        validate_tag(&tag).with_context(|| format!("params.delete: tag {tag:?}"))?;
-        if !unique.contains(&tag) {
-            unique.push(tag);
-        }
-    }
-    if unique.is_empty() {
+    if list.is_empty() {
         bail!("params.delete names no tag: set tags or tags_file");
     }
-    if unique.len() > MAX_TAGS {
-        bail!(
-            "params.delete names {} tags, more than {MAX_TAGS}",
-            unique.len()
-        );
-    }
-    Ok(unique)
+    Ok(list.into_vec())
 }
 
 /// Deletes one tag: the digest it pointed to, or `None` when it did not

@@ -20,13 +20,14 @@ mod push;
 mod recompress;
 mod sign;
 mod store;
+mod tag_list;
 pub mod tags;
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use self::input::Input;
+use self::input::{Input, PathParam};
 use self::push::{Pusher, first_tag};
 use self::tags::TagRequest;
 use crate::auth::Access;
@@ -93,16 +94,12 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         None => None,
     };
 
-    let additional = if params.additional_tags.is_empty() {
-        None
-    } else {
-        let path = src.join(params.additional_tags.trim_start_matches('/'));
-        Some(std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "could not parse additional tags: failed to read file at {:?}",
-                path.display().to_string()
-            )
-        })?)
+    let additional = match params.additional_tags.as_str() {
+        "" => None,
+        path => Some(input::contained(
+            src,
+            PathParam::new("params.additional_tags", path),
+        )?),
     };
     let tag_request = TagRequest {
         source_tag: &source.tag,
@@ -129,10 +126,13 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
             (what, None, Input::Remote(Box::new(image)))
         }
         (None, Some(package), _) => {
-            let path = input::locate(src, &package.path).context("params.package.path")?;
+            let path = input::locate(src, PathParam::new("params.package.path", &package.path))?;
             let base = match package.base.as_str() {
                 "" => None,
-                glob => Some(input::locate(src, glob).context("params.package.base")?),
+                glob => Some(input::locate(
+                    src,
+                    PathParam::new("params.package.base", glob),
+                )?),
             };
             let (preparing, package, base_path) = (path.clone(), package.clone(), base.clone());
             let image = tokio::task::spawn_blocking(move || {
@@ -153,7 +153,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
             (what, None, Input::Artifact(input))
         }
         (None, None, None) => {
-            let path = input::locate(src, &params.image)?;
+            let path = input::locate_image(src, &params.image)?;
             let loading = path.clone();
             let input = tokio::task::spawn_blocking(move || Input::load(&loading))
                 .await

@@ -10,13 +10,14 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::artifact::{EMPTY_JSON, empty_descriptor};
+use super::input::PathParam;
 use super::push::Pusher;
 use crate::image::manifest::parse_index;
 use crate::image::{Digest, media_type};
@@ -65,12 +66,20 @@ impl Signer {
                  resource does not reach)"
             );
         }
-        let pem = if key.starts_with("-----BEGIN") {
+        // The value is a key or a path, and may be a key in a form this
+        // resource does not read: no message quotes it. A value with the
+        // armour anywhere, or with a line break (which no path has), is a
+        // key; anything else a path.
+        let pem = if key.contains("-----BEGIN") || key.contains('\n') {
             key.to_owned()
         } else {
-            let path = super::input::locate(src, key).context("params.sign.key")?;
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("params.sign.key: reading {}", path.display()))?
+            let path = super::input::locate(src, PathParam::secret("params.sign.key", key))?;
+            std::fs::read_to_string(&path).map_err(|e| {
+                anyhow!(
+                    "params.sign.key: the file it names cannot be read as text ({})",
+                    e.kind()
+                )
+            })?
         };
         let password = password(params)?;
         let key = PrivateKey::from_pem(&pem, password.as_bytes()).context("params.sign.key")?;

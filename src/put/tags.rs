@@ -6,7 +6,9 @@
 
 use anyhow::{Context, bail};
 
-use crate::reference::validate_tag;
+use std::path::Path;
+
+use super::tag_list::TagList;
 use crate::semver::Version;
 
 /// What the tags are computed from.
@@ -16,8 +18,8 @@ pub struct TagRequest<'a> {
     pub version: &'a str,
     pub variant: &'a str,
     pub bump_aliases: bool,
-    /// The `additional_tags` file's contents, if the param is set.
-    pub additional: Option<&'a str>,
+    /// The `additional_tags` file, if the param is set.
+    pub additional: Option<&'a Path>,
     pub tag_prefix: &'a str,
 }
 
@@ -47,39 +49,35 @@ impl TagRequest<'_> {
     /// The tags to push, in order. `existing` is the repository's tag list
     /// (only read when aliases are wanted).
     pub fn tags(&self, existing: &[String]) -> anyhow::Result<Vec<String>> {
-        let mut tags = Vec::new();
+        let mut tags = TagList::new("params.additional_tags");
         if !self.source_tag.is_empty() {
-            tags.push(self.source_tag.to_owned());
+            tags.push(self.source_tag.to_owned())?;
         }
         if let Some(version) = self.parsed_version()? {
-            tags.push(with_variant(&version.canonical(), self.variant));
+            tags.push(with_variant(&version.canonical(), self.variant))?;
             if self.wants_aliases()? {
-                tags.extend(aliases(&version, self.variant, existing));
+                for alias in aliases(&version, self.variant, existing) {
+                    tags.push(alias)?;
+                }
             }
         }
-        if let Some(file) = self.additional {
-            let extra: Vec<String> = file
-                .split_whitespace()
-                .map(|t| format!("{}{t}", self.tag_prefix))
-                .collect();
-            if extra.is_empty() && !self.tag_prefix.is_empty() {
-                bail!("tag_prefix can only be used when additional_tags are specified");
-            }
-            tags.extend(extra);
-        } else if !self.tag_prefix.is_empty() {
+        let before = tags.len();
+        if let Some(path) = self.additional {
+            let file = std::fs::File::open(path).with_context(|| {
+                format!(
+                    "could not parse additional tags: failed to read file at {:?}",
+                    path.display().to_string()
+                )
+            })?;
+            tags.read(file, self.tag_prefix)?;
+        }
+        if tags.len() == before && !self.tag_prefix.is_empty() {
             bail!("tag_prefix can only be used when additional_tags are specified");
         }
         if tags.is_empty() {
             bail!("no tag specified - need either 'version:' in params or 'tag:' in source");
         }
-        let mut unique: Vec<String> = Vec::with_capacity(tags.len());
-        for tag in tags {
-            validate_tag(&tag)?;
-            if !unique.contains(&tag) {
-                unique.push(tag);
-            }
-        }
-        Ok(unique)
+        Ok(tags.into_vec())
     }
 }
 
@@ -290,11 +288,17 @@ mod tests {
 
     #[test]
     fn order_prefixes_normalisation_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |text: &str| {
+            let path = dir.path().join(format!("tags-{}", text.len()));
+            std::fs::write(&path, text).unwrap();
+            path
+        };
         let request = TagRequest {
             source_tag: "latest-7",
             version: "v1.2",
             bump_aliases: true,
-            additional: Some("additional-7\ntags-7 \n additional-7"),
+            additional: Some(&file("additional-7\ntags-7 \n additional-7")),
             tag_prefix: "dev-",
             ..Default::default()
         };
@@ -315,7 +319,7 @@ mod tests {
         );
         let e = TagRequest {
             source_tag: "x",
-            additional: Some(" \n"),
+            additional: Some(&file(" \n")),
             tag_prefix: "dev-",
             ..Default::default()
         }
@@ -331,7 +335,7 @@ mod tests {
         assert!(e.to_string().contains("build metadata"), "{e}");
         let e = TagRequest {
             source_tag: "ok",
-            additional: Some("bad/tag"),
+            additional: Some(&file("bad/tag")),
             ..Default::default()
         }
         .tags(&[])

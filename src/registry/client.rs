@@ -13,7 +13,7 @@ use url::Url;
 
 use super::error::StatusError;
 use super::retry::{RetryPolicy, is_retryable_status};
-use crate::auth::{Access, Challenge, Credentials, repository_scope, token};
+use crate::auth::{Access, Challenge, Credentials, HostGuard, repository_scope, token};
 
 /// How to reach and authenticate to a registry.
 #[derive(Debug)]
@@ -26,6 +26,9 @@ pub struct ClientOptions {
     pub ca_certs: Vec<Certificate>,
     /// What the tokens ask for.
     pub access: Access,
+    /// For a cloud's credentials (ACR's refresh token): the hosts they may
+    /// go to; a token realm elsewhere is refused.
+    pub credential_hosts: Option<HostGuard>,
 }
 
 /// A client for one registry host.
@@ -37,6 +40,7 @@ pub struct RegistryClient {
     /// `source.insecure`: plain HTTP accepted anywhere, credentials too.
     insecure: bool,
     access: Access,
+    credential_hosts: Option<HostGuard>,
     session: OnceCell<Session>,
     tokens: Mutex<HashMap<String, String>>,
     retry: RetryPolicy,
@@ -68,10 +72,11 @@ impl RegistryClient {
             allow_http: options.insecure || plain_http_allowed(host),
             insecure: options.insecure,
             access: options.access,
+            credential_hosts: options.credential_hosts,
             session: OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
             retry: RetryPolicy::default(),
-            uploads: Default::default(),
+            uploads: super::upload::UploadSettings::for_host(host),
         })
     }
 
@@ -363,6 +368,22 @@ impl RegistryClient {
                 base.scheme()
             ),
         }
+        if let (Some(guard), Some(_)) = (&self.credential_hosts, &self.credentials) {
+            let host = match (url.host_str(), url.port()) {
+                (Some(host), Some(port)) => format!("{host}:{port}"),
+                (Some(host), None) => host.to_owned(),
+                (None, _) => String::new(),
+            };
+            if !guard.allows(&host) {
+                bail!(
+                    "refusing token realm {realm:?}: the {} credentials go only to {} or to \
+                     hosts named in {}",
+                    guard.cloud,
+                    guard.own_hosts,
+                    guard.field
+                );
+            }
+        }
         if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host() {
             let ip: IpAddr = url
                 .host_str()
@@ -522,6 +543,7 @@ mod tests {
                 insecure: false,
                 ca_certs: vec![],
                 access: Access::Pull,
+                credential_hosts: None,
             },
         )
         .unwrap();

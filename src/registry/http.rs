@@ -144,6 +144,23 @@ pub async fn next_chunk(response: &mut reqwest::Response) -> anyhow::Result<Opti
 
 /// Builds the HTTP client: the system trust roots plus `extra_roots`.
 pub fn build_client(extra_roots: Vec<Certificate>) -> anyhow::Result<reqwest::Client> {
+    client_builder(extra_roots)
+        .build()
+        .context("cannot set up the HTTP client (are the ca_certs valid certificates?)")
+}
+
+/// [`build_client`] following no redirect: for calls that send a cloud's
+/// token in their body, which a 307 would carry to wherever it points.
+pub fn build_client_without_redirects(
+    extra_roots: Vec<Certificate>,
+) -> anyhow::Result<reqwest::Client> {
+    client_builder(extra_roots)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot set up the HTTP client (are the ca_certs valid certificates?)")
+}
+
+fn client_builder(extra_roots: Vec<Certificate>) -> reqwest::ClientBuilder {
     // ring, not aws-lc: aws-lc seeds its RNG with CPU jitter entropy on first
     // use, ~50 ms of CPU per process, which would dominate a check. Installing
     // fails only when a provider is already installed, which is fine.
@@ -155,13 +172,10 @@ pub fn build_client(extra_roots: Vec<Certificate>) -> anyhow::Result<reqwest::Cl
         // read (a layer download waiting on extraction), so it cut healthy
         // downloads. Waits are bounded where we wait: `read_or_stall`.
         .pool_idle_timeout(Duration::from_secs(60));
-    let builder = match system_bundle() {
+    match system_bundle() {
         Some(system) => builder.tls_certs_only(system.into_iter().chain(extra_roots)),
         None => builder.tls_certs_merge(extra_roots),
-    };
-    builder
-        .build()
-        .context("cannot set up the HTTP client (are the ca_certs valid certificates?)")
+    }
 }
 
 /// The system CA bundle (`SSL_CERT_FILE`, or the file OpenSSL would use).

@@ -4,14 +4,23 @@
 //! - a cross-repository mount (`POST ?mount=&from=`) when the blob is known
 //!   to be in another repository of the same registry; a registry that
 //!   declines opens a normal upload instead, which is then used;
-//! - chunked `PATCH`es with `Content-Range`; after a failed chunk the
-//!   upload's status (`GET <location>` → `Range`) says how much the registry
-//!   committed and the chunk resumes from there;
-//! - one streamed `PATCH` for the whole blob ("monolithic") on registries
-//!   that reject chunks (ECR answers a chunk with 201 and drops the next
-//!   ones), remembered for the rest of the run;
-//! - `PUT <location>?digest=` to commit; an abandoned upload is cancelled
-//!   with `DELETE`.
+//! - chunked `PATCH`es with `Content-Range`. A chunk is acknowledged by
+//!   202 (the spec), 204, or 201 (AWS ECR answers every chunk so). The
+//!   offset is tracked by what was sent, never by the `Range` an
+//!   acknowledgement carries: ECR's stays at the first chunk's end although
+//!   every chunk is stored (aws/containers-roadmap#2831). The digest the
+//!   registry checks when the upload is committed is the proof. After a
+//!   failed chunk, the upload's status (`GET <location>` → `Range`) says how
+//!   much the registry committed; an answer outside the chunk being sent
+//!   starts the blob over in a new session instead of re-sending on its word;
+//! - a monolithic upload, one `PUT <location>?digest=` with the whole blob
+//!   as its body (the spec's), on registries that refuse chunks (405, or
+//!   another refusal of a `PATCH`; Google Artifact Registry takes no
+//!   chunks), remembered for the rest of the run. A blob whose digest is
+//!   only known once produced is produced twice: once to hash it, once to
+//!   send it;
+//! - after chunks, `PUT <location>?digest=` to commit; an abandoned upload
+//!   is cancelled with `DELETE`.
 //!
 //! Bytes come from a [`BlobSource`], which hashes what it produces, so a
 //! blob whose digest is only known once it has been produced (a layer
@@ -21,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, Response, StatusCode, header};
 use tokio::sync::mpsc;
@@ -40,9 +49,12 @@ use crate::reference::Repository;
 /// under 64 MiB RSS; 8 MiB and 16 MiB measured no faster).
 pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
 /// A registry asking for larger chunks (`OCI-Chunk-Min-Length`) than this
-/// gets the whole blob in one streamed `PATCH` instead: chunks are held in
+/// gets the whole blob in one monolithic `PUT` instead: chunks are held in
 /// memory until acknowledged.
 const MAX_CHUNK_BYTES: usize = 64 << 20;
+/// AWS ECR's smallest upload part, except the last: 5 MiB (tart#273, the
+/// ECR quotas page). Its registries get at least this much per `PATCH`.
+pub const ECR_MIN_CHUNK_BYTES: usize = 5 << 20;
 /// Times one blob's upload starts over from its first byte.
 const MAX_RESTARTS: u32 = 3;
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -53,14 +65,30 @@ pub struct UploadSettings {
     chunk_bytes: AtomicUsize,
     /// Cleared once the registry has shown it does not take chunks.
     chunked: AtomicBool,
+    /// The smallest chunk the registry's kind is known to take (ECR's).
+    host_min_chunk: usize,
 }
 
-impl Default for UploadSettings {
-    fn default() -> Self {
+impl UploadSettings {
+    /// The settings for a registry at `host` (`host[:port]`).
+    pub fn for_host(host: &str) -> Self {
         UploadSettings {
             chunk_bytes: AtomicUsize::new(DEFAULT_CHUNK_BYTES),
             chunked: AtomicBool::new(true),
+            host_min_chunk: if crate::auth::ecr::is_ecr_host(host) {
+                ECR_MIN_CHUNK_BYTES
+            } else {
+                0
+            },
         }
+    }
+
+    /// Bytes per chunk for a session whose registry asked for `session_min`.
+    fn chunk_for(&self, session_min: usize) -> usize {
+        self.chunk_bytes
+            .load(Ordering::Relaxed)
+            .max(self.host_min_chunk)
+            .max(session_min)
     }
 }
 
@@ -305,34 +333,28 @@ impl RegistryClient {
         request: &UploadRequest<'_>,
     ) -> Result<UploadOutcome, Failure> {
         let mut location = session.location;
-        let chunk = self
-            .uploads
-            .chunk_bytes
-            .load(Ordering::Relaxed)
-            .max(session.min_chunk);
+        let chunk = self.uploads.chunk_for(session.min_chunk);
         let chunked = self.uploads.chunked.load(Ordering::Relaxed) && chunk <= MAX_CHUNK_BYTES;
-        let stream = request.source.open();
-        let sent = if chunked {
-            self.send_chunks(repo, &mut location, stream, chunk).await
-        } else {
-            let size = request.expected.as_ref().map(|(_, size)| *size);
-            self.send_whole(repo, &mut location, stream, size).await
-        };
-        let (digest, size) = match sent {
+        if !chunked {
+            let sent = self.send_monolithic(repo, &location, request).await;
+            if sent.is_err() {
+                self.cancel_upload(repo, &location).await;
+            }
+            return sent;
+        }
+        let (digest, size) = match self
+            .send_chunks(repo, &mut location, request.source.open(), chunk)
+            .await
+        {
             Ok(end) => end,
             Err(failure) => {
                 self.cancel_upload(repo, &location).await;
                 return Err(failure);
             }
         };
-        if let Some((want, want_size)) = &request.expected
-            && (*want != digest || *want_size != size)
-        {
+        if let Err(mismatch) = check_expected(request, &digest, size) {
             self.cancel_upload(repo, &location).await;
-            return Err(Failure::Fatal(anyhow!(
-                "blob {want} ({want_size} bytes): the local data does not match its digest \
-                 (read {size} bytes hashing to {digest})"
-            )));
+            return Err(Failure::Fatal(mismatch));
         }
         self.commit_upload(repo, &location, &digest)
             .await
@@ -363,7 +385,7 @@ impl RegistryClient {
             let mut buffer = BytesMut::with_capacity(chunk_bytes);
             let send = async {
                 match &sending {
-                    Some(chunk) => self.patch_chunk(repo, location, offset, chunk, false).await,
+                    Some(chunk) => self.patch_chunk(repo, location, offset, chunk).await,
                     None => Ok(()),
                 }
             };
@@ -382,8 +404,7 @@ impl RegistryClient {
             }
             let chunk = buffer.freeze();
             if let Some(end) = end {
-                self.patch_chunk(repo, location, offset, &chunk, true)
-                    .await?;
+                self.patch_chunk(repo, location, offset, &chunk).await?;
                 return Ok(end);
             }
             sending = Some(chunk);
@@ -398,7 +419,6 @@ impl RegistryClient {
         location: &mut Url,
         start: u64,
         chunk: &Bytes,
-        last: bool,
     ) -> Result<(), Failure> {
         let end = start + chunk.len() as u64;
         let policy = self.retry().clone();
@@ -418,10 +438,12 @@ impl RegistryClient {
             let error = match result {
                 Ok(response) => {
                     let status = response.status();
-                    if status == StatusCode::ACCEPTED
-                        || status == StatusCode::NO_CONTENT
-                        || (status == StatusCode::CREATED && last)
-                    {
+                    // 201 on a chunk is ECR's acknowledgement. Its `Range`
+                    // is not read: the offset is what was sent.
+                    if matches!(
+                        status,
+                        StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED
+                    ) {
                         if let Some(next) =
                             location_of(location, &response).map_err(Failure::Fatal)?
                         {
@@ -434,9 +456,9 @@ impl RegistryClient {
                         401 | 403 => Failure::Fatal(error),
                         // Lost or out of step: a fresh upload.
                         404 | 416 => Failure::Restart(error),
-                        // 201 before the last chunk (ECR) or a refusal of
-                        // Content-Range: this registry takes whole blobs only.
-                        201 | 400..=499 => {
+                        // 405 or another refusal of a chunk: this registry
+                        // takes whole blobs only.
+                        400..=499 => {
                             tracing::info!(
                                 "{}: chunked upload refused ({error:#}); sending whole blobs",
                                 self.host()
@@ -519,87 +541,79 @@ impl RegistryClient {
         })
     }
 
-    /// The whole blob in one streamed `PATCH` (with its length when known).
-    async fn send_whole(
+    /// The spec's monolithic upload: one `PUT <location>?digest=` with the
+    /// whole blob as its body, streamed from the source with its length.
+    /// The digest goes in the URL, so a blob not known in advance is
+    /// produced once to hash it (nothing is kept), then again to send it.
+    async fn send_monolithic(
         &self,
         repo: &Repository,
-        location: &mut Url,
-        stream: mpsc::Receiver<anyhow::Result<Piece>>,
-        size: Option<u64>,
-    ) -> Result<(Digest, u64), Failure> {
-        type End = Arc<Mutex<Option<anyhow::Result<(Digest, u64)>>>>;
-        let end: End = Arc::default();
-        let slot = end.clone();
-        let pieces = futures_util::stream::unfold(Some(stream), move |rx| {
-            let slot = slot.clone();
-            async move {
-                let mut rx = rx?;
-                let failed = |slot: &End, e: anyhow::Error| {
-                    if let Ok(mut s) = slot.lock() {
-                        *s = Some(Err(e));
-                    }
-                    Some((Err(std::io::Error::other("the blob source failed")), None))
-                };
-                match rx.recv().await {
-                    Some(Ok(Piece::Data(bytes))) => {
-                        Some((Ok::<Bytes, std::io::Error>(bytes), Some(rx)))
-                    }
-                    Some(Ok(Piece::End { digest, size })) => {
-                        if let Ok(mut s) = slot.lock() {
-                            *s = Some(Ok((digest, size)));
-                        }
-                        None
-                    }
-                    Some(Err(e)) => failed(&slot, e),
-                    None => failed(&slot, anyhow!("the blob source stopped early")),
-                }
-            }
-        });
+        location: &Url,
+        request: &UploadRequest<'_>,
+    ) -> Result<UploadOutcome, Failure> {
+        let (digest, size) = match &request.expected {
+            Some(known) => known.clone(),
+            None => drain(request.source.open()).await.map_err(Failure::Fatal)?,
+        };
+        let (pieces, end) = body_stream(request.source.open());
         let body = Mutex::new(Some(reqwest::Body::wrap_stream(pieces)));
+        let mut url = location.clone();
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
         let result = self
-            .send_once(Method::PATCH, location.clone(), repo.path(), |r| {
-                let r = r.header(header::CONTENT_TYPE, OCTET_STREAM);
+            .send_once(Method::PUT, url, repo.path(), |r| {
+                let r = r
+                    .header(header::CONTENT_TYPE, OCTET_STREAM)
+                    .header(header::CONTENT_LENGTH, size);
                 // The stream can be sent once; a repeat (a renewed token)
-                // sends nothing and fails the commit, which starts over.
+                // sends an empty body, which the registry refuses, and the
+                // blob starts over in a new session.
                 match body.lock().ok().and_then(|mut b| b.take()) {
-                    Some(b) => match size {
-                        Some(n) => r.header(header::CONTENT_LENGTH, n).body(b),
-                        None => r.body(b),
-                    },
+                    Some(b) => r.body(b),
                     None => r.header(header::CONTENT_LENGTH, 0),
                 }
             })
             .await;
-        let produced = end.lock().ok().and_then(|mut e| e.take());
-        if let Some(Err(e)) = produced {
-            return Err(Failure::Fatal(e));
+        // The stream records its end before it yields its last bytes, so a
+        // body sent whole has its verdict here.
+        match end.lock().ok().and_then(|mut e| e.take()) {
+            Some(Err(e)) => return Err(Failure::Fatal(e)),
+            Some(Ok((produced, produced_size))) => {
+                check_expected(request, &produced, produced_size).map_err(Failure::Fatal)?;
+                if produced != digest || produced_size != size {
+                    return Err(Failure::Fatal(anyhow!(
+                        "the blob's source gave other bytes when read again ({produced}, not \
+                         {digest}): it must be deterministic"
+                    )));
+                }
+            }
+            None => {}
         }
         let response = match result {
             Ok(r) => r,
             Err(e) if classify(&e).is_some() => return Err(Failure::Restart(e)),
             Err(e) => return Err(Failure::Fatal(e)),
         };
+        let status = response.status();
         if !matches!(
-            response.status(),
-            StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED
+            status,
+            StatusCode::CREATED | StatusCode::OK | StatusCode::NO_CONTENT | StatusCode::ACCEPTED
         ) {
-            let status = response.status();
-            let error = anyhow!(StatusError::from_response(Method::PATCH, response).await);
-            return Err(if status == StatusCode::NOT_FOUND {
-                Failure::Restart(error)
-            } else {
-                Failure::Fatal(error)
+            let error = anyhow!(StatusError::from_response(Method::PUT, response).await)
+                .context(format!("uploading blob {digest} whole"));
+            return Err(match status.as_u16() {
+                // The session was lost, or the bytes did not hash to the
+                // digest (a source that changed between its two passes is
+                // caught here by the registry): a fresh session.
+                400 | 404 | 416 => Failure::Restart(error),
+                _ => Failure::Fatal(error),
             });
         }
-        if let Some(next) = location_of(location, &response).map_err(Failure::Fatal)? {
-            *location = next;
-        }
-        match produced {
-            Some(Ok(end)) => Ok(end),
-            _ => Err(Failure::Restart(anyhow!(
-                "the registry answered before the whole blob was sent"
-            ))),
-        }
+        Ok(UploadOutcome {
+            digest,
+            size,
+            transfer: Transfer::Uploaded,
+        })
     }
 
     /// `PUT <location>?digest=`. If the answer was lost and the retry finds
@@ -641,6 +655,87 @@ impl RegistryClient {
     }
 }
 
+/// Where a streamed body records how its source ended: the digest and size
+/// produced, or why it failed.
+type BodyEnd = Arc<Mutex<Option<anyhow::Result<(Digest, u64)>>>>;
+
+/// A request body streaming a source's pieces. It holds one piece back
+/// until it knows what follows, so the source's end is recorded before the
+/// last bytes go out: an HTTP client that stops polling once the declared
+/// length was sent still leaves the verdict.
+fn body_stream(
+    source: mpsc::Receiver<anyhow::Result<Piece>>,
+) -> (
+    impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    BodyEnd,
+) {
+    struct State {
+        source: Option<mpsc::Receiver<anyhow::Result<Piece>>>,
+        held: Option<Bytes>,
+        end: BodyEnd,
+    }
+    let end: BodyEnd = Arc::default();
+    let state = State {
+        source: Some(source),
+        held: None,
+        end: end.clone(),
+    };
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            let source = state.source.as_mut()?;
+            let verdict = match source.recv().await {
+                Some(Ok(Piece::Data(bytes))) => {
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    match state.held.replace(bytes) {
+                        Some(previous) => return Some((Ok(previous), state)),
+                        None => continue,
+                    }
+                }
+                Some(Ok(Piece::End { digest, size })) => Ok((digest, size)),
+                Some(Err(e)) => Err(e),
+                None => Err(anyhow!("the blob source stopped early")),
+            };
+            state.source = None;
+            let failed = verdict.is_err();
+            if let Ok(mut slot) = state.end.lock() {
+                *slot = Some(verdict);
+            }
+            if failed {
+                let error = std::io::Error::other("the blob source failed");
+                return Some((Err(error), state));
+            }
+            return state.held.take().map(|last| (Ok(last), state));
+        }
+    });
+    (stream, end)
+}
+
+/// Reads a source to its end, keeping nothing: the digest and size of what
+/// it produces.
+async fn drain(mut stream: mpsc::Receiver<anyhow::Result<Piece>>) -> anyhow::Result<(Digest, u64)> {
+    loop {
+        match stream.recv().await {
+            Some(Ok(Piece::Data(_))) => {}
+            Some(Ok(Piece::End { digest, size })) => return Ok((digest, size)),
+            Some(Err(e)) => return Err(e),
+            None => bail!("the blob source stopped early"),
+        }
+    }
+}
+
+/// What was produced must be what the request said it would be.
+fn check_expected(request: &UploadRequest<'_>, digest: &Digest, size: u64) -> anyhow::Result<()> {
+    match &request.expected {
+        Some((want, want_size)) if want != digest || *want_size != size => Err(anyhow!(
+            "blob {want} ({want_size} bytes): the local data does not match its digest \
+             (read {size} bytes hashing to {digest})"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The `Location` of an upload answer, resolved against the request URL
 /// (registries may answer with a relative one).
 fn location_of(request: &Url, response: &Response) -> anyhow::Result<Option<Url>> {
@@ -654,4 +749,22 @@ fn location_of(request: &Url, response: &Response) -> anyhow::Result<Option<Url>
                 .with_context(|| format!("invalid Location {text:?}"))
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecr_registries_get_chunks_of_at_least_five_mib() {
+        let ecr = UploadSettings::for_host("123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+        assert_eq!(ecr.chunk_for(0), ECR_MIN_CHUNK_BYTES);
+        ecr.chunk_bytes.store(64 << 10, Ordering::Relaxed);
+        assert_eq!(ecr.chunk_for(0), ECR_MIN_CHUNK_BYTES);
+        assert_eq!(ecr.chunk_for(8 << 20), 8 << 20);
+        let other = UploadSettings::for_host("127.0.0.1:5000");
+        assert_eq!(other.chunk_for(0), DEFAULT_CHUNK_BYTES);
+        other.chunk_bytes.store(64 << 10, Ordering::Relaxed);
+        assert_eq!(other.chunk_for(0), 64 << 10);
+    }
 }

@@ -8,7 +8,7 @@
 //! those two), which no crate reads short of the whole `sigstore` crate (156
 //! more crates, measured).
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use crypto_secretbox::aead::{Aead, KeyInit};
@@ -22,6 +22,18 @@ use serde::Deserialize;
 const ENCRYPTED_LABELS: [&str; 2] = [
     "ENCRYPTED SIGSTORE PRIVATE KEY",
     "ENCRYPTED COSIGN PRIVATE KEY",
+];
+/// PEM labels a message may name: fixed strings that say what kind of
+/// block was given and nothing of its content.
+const WELL_KNOWN_LABELS: [&str; 8] = [
+    "RSA PRIVATE KEY",
+    "EC PRIVATE KEY",
+    "OPENSSH PRIVATE KEY",
+    "ENCRYPTED PRIVATE KEY",
+    "PUBLIC KEY",
+    "RSA PUBLIC KEY",
+    "CERTIFICATE",
+    "PGP PRIVATE KEY BLOCK",
 ];
 /// scrypt work factors cosign's Go code accepts; anything else is refused
 /// (a hostile key file could otherwise ask for gigabytes of memory).
@@ -128,16 +140,31 @@ impl PrivateKey {
     /// Reads a PEM private key: cosign's encrypted format (decrypted with
     /// `password`, which may be empty) or an unencrypted PKCS#8 `PRIVATE
     /// KEY`.
+    ///
+    /// Its messages never quote the key: a field that holds a private key
+    /// may hold anything a user pasted (`params.sign.key`). Only labels
+    /// from a fixed list of well-known ones are named.
     pub fn from_pem(pem: &str, password: &[u8]) -> anyhow::Result<Self> {
-        let (label, body) = pem::decode_vec(pem.trim().as_bytes())
-            .map_err(|e| anyhow!("not a PEM document ({e})"))?;
+        // Whatever precedes the armour (a label line pasted with the key)
+        // is skipped, as OpenSSL does.
+        let armoured = pem.find("-----BEGIN").map_or(pem, |start| &pem[start..]);
+        let (label, body) = pem::decode_vec(armoured.trim().as_bytes()).map_err(|_| {
+            anyhow!(
+                "not a PEM private key (want the lines from -----BEGIN … PRIVATE KEY----- to \
+                 -----END … PRIVATE KEY-----, as cosign generate-key-pair writes them)"
+            )
+        })?;
         let der = if ENCRYPTED_LABELS.contains(&label) {
             decrypt(&body, password)?
         } else if label == "PRIVATE KEY" {
             body
         } else {
+            let named = WELL_KNOWN_LABELS
+                .iter()
+                .find(|known| **known == label)
+                .map_or("a PEM block".to_owned(), |known| format!("a PEM {known:?}"));
             bail!(
-                "a PEM {label:?} is not a key this resource reads: use cosign's key \
+                "{named} is not a key this resource reads: use cosign's key \
                  (\"ENCRYPTED SIGSTORE PRIVATE KEY\") or PKCS#8 (\"PRIVATE KEY\"; \
                  `openssl pkcs8 -topk8 -nocrypt` converts others)"
             );
@@ -177,45 +204,36 @@ impl PrivateKey {
 /// The PKCS#8 DER inside cosign's encrypted key: scrypt(password, salt)
 /// is the key of a NaCl secretbox.
 fn decrypt(body: &[u8], password: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let encrypted: Encrypted =
-        serde_json::from_slice(body).context("the encrypted key is not cosign's JSON")?;
+    let encrypted: Encrypted = serde_json::from_slice(body)
+        .map_err(|_| anyhow!("the encrypted key is not cosign's JSON"))?;
     if encrypted.kdf.name != "scrypt" || encrypted.cipher.name != "nacl/secretbox" {
-        bail!(
-            "the encrypted key uses {} with {} (cosign's are scrypt with nacl/secretbox)",
-            encrypted.kdf.name,
-            encrypted.cipher.name
-        );
+        bail!("the encrypted key does not use scrypt with nacl/secretbox, as cosign's keys do");
     }
     let params = &encrypted.kdf.params;
     if !SCRYPT_N.contains(&params.n) || params.r != 8 || !(1..=4).contains(&params.p) {
         bail!(
-            "the encrypted key asks for scrypt N={} r={} p={} (cosign uses N of 32768 to 131072, r=8)",
-            params.n,
-            params.r,
-            params.p
+            "the encrypted key asks for scrypt parameters cosign does not use (N of 32768 to \
+             131072, r=8, p of 1 to 4)"
         );
     }
     let salt = STANDARD
         .decode(&encrypted.kdf.salt)
-        .context("the key's salt is not base64")?;
+        .map_err(|_| anyhow!("the key's salt is not base64"))?;
     let nonce = STANDARD
         .decode(&encrypted.cipher.nonce)
-        .context("the key's nonce is not base64")?;
+        .map_err(|_| anyhow!("the key's nonce is not base64"))?;
     let ciphertext = STANDARD
         .decode(&encrypted.ciphertext)
-        .context("the key's ciphertext is not base64")?;
+        .map_err(|_| anyhow!("the key's ciphertext is not base64"))?;
     if nonce.len() != 24 {
-        bail!(
-            "the key's nonce is {} bytes (secretbox takes 24)",
-            nonce.len()
-        );
+        bail!("the key's nonce is not 24 bytes long, as secretbox's are");
     }
     let log_n = params.n.trailing_zeros() as u8;
     let scrypt_params = scrypt::Params::new(log_n, params.r, params.p)
-        .map_err(|e| anyhow!("scrypt parameters: {e}"))?;
+        .map_err(|_| anyhow!("the key's scrypt parameters are not usable"))?;
     let mut key = [0u8; 32];
     scrypt::scrypt(password, &salt, &scrypt_params, &mut key)
-        .map_err(|e| anyhow!("scrypt: {e}"))?;
+        .map_err(|_| anyhow!("scrypt failed on the key's parameters"))?;
     let cipher = crypto_secretbox::XSalsa20Poly1305::new(&key.into());
     let nonce = crypto_secretbox::Nonce::clone_from_slice(&nonce);
     cipher

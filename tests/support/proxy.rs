@@ -87,6 +87,13 @@ struct Settings {
     page_size: Option<usize>,
     strip_head_digest: bool,
     ignore_range: bool,
+    /// ECR: a chunk's `PATCH` answered 201 instead of 202.
+    chunks_created: bool,
+    /// ECR: every `Range` of an upload after its first `PATCH` is the
+    /// first one's.
+    stale_upload_range: bool,
+    /// The first `Range` each upload session answered (by path).
+    first_ranges: std::collections::HashMap<String, String>,
     rules: Vec<Rule>,
     log: Vec<(String, String)>,
 }
@@ -153,6 +160,19 @@ impl FaultProxy {
     /// behave: they answer 200 with the whole blob.
     pub fn ignore_range(&self) {
         self.state.settings.lock().unwrap().ignore_range = true;
+    }
+
+    /// Answer chunk uploads as AWS ECR does (aws/containers-roadmap#2831,
+    /// jdx/mise#11376, crashappsec/chalk#682): with `created`, every
+    /// `PATCH` the registry acknowledged with 202 is answered 201; with
+    /// `stale_range`, every `Range` an upload session answers (its
+    /// `PATCH`es, and the status `GET`, which is stricter than reported)
+    /// after the first `PATCH` is that first answer's, although the
+    /// registry stores every chunk.
+    pub fn answer_uploads_like_ecr(&self, created: bool, stale_range: bool) {
+        let mut settings = self.state.settings.lock().unwrap();
+        settings.chunks_created = created;
+        settings.stale_upload_range = stale_range;
     }
 
     /// Drop `Docker-Content-Digest` from HEAD answers (some registries do).
@@ -237,7 +257,7 @@ async fn respond(state: Arc<ProxyState>, request: Request) -> Response {
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
-    let (fault, page_size, strip_digest, latency) = {
+    let (fault, page_size, strip_digest, latency, ecr) = {
         let mut s = state.settings.lock().unwrap();
         s.log.push((method.clone(), path_and_query.clone()));
         let fault = s
@@ -253,7 +273,13 @@ async fn respond(state: Arc<ProxyState>, request: Request) -> Response {
                 r.remaining -= 1;
                 r.fault.clone()
             });
-        (fault, s.page_size, s.strip_head_digest, s.latency)
+        (
+            fault,
+            s.page_size,
+            s.strip_head_digest,
+            s.latency,
+            (s.chunks_created, s.stale_upload_range),
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -315,7 +341,41 @@ async fn respond(state: Arc<ProxyState>, request: Request) -> Response {
     if strip_digest && method == "HEAD" {
         response.headers_mut().remove("docker-content-digest");
     }
+    if path.contains("/blobs/uploads/") && matches!(method.as_str(), "PATCH" | "GET") {
+        answer_like_ecr(&state, &method, &path, &mut response, ecr);
+    }
     response
+}
+
+/// See [`FaultProxy::answer_uploads_like_ecr`].
+fn answer_like_ecr(
+    state: &ProxyState,
+    method: &str,
+    path: &str,
+    response: &mut Response,
+    (created, stale_range): (bool, bool),
+) {
+    if created && method == "PATCH" && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::CREATED;
+    }
+    if !stale_range {
+        return;
+    }
+    let mut settings = state.settings.lock().unwrap();
+    let first = settings.first_ranges.get(path).cloned();
+    match (first, response.headers().get("range").cloned()) {
+        (Some(first), _) => {
+            response
+                .headers_mut()
+                .insert("range", HeaderValue::from_str(&first).unwrap());
+        }
+        (None, Some(range)) if method == "PATCH" => {
+            settings
+                .first_ranges
+                .insert(path.to_owned(), range.to_str().unwrap().to_owned());
+        }
+        (None, _) => {}
+    }
 }
 
 /// The same method and path, sent to the registry behind the proxy.
