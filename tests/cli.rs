@@ -249,3 +249,27 @@ fn a_blob_that_fails_its_digest_is_never_delivered_whole() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "nothing left behind: {left:?}");
 }
+
+#[test]
+fn a_failing_verb_prints_one_error_line_and_nothing_else() {
+    let registry = TestRegistry::plain();
+    registry.push("team/app", "2.0", &TestImage::seeded("one-line"));
+    let repo = registry.repo("team/app");
+    for args in [
+        vec!["rm".to_owned(), format!("{repo}:missing")],
+        vec!["digest".to_owned(), format!("{repo}:missing")],
+        vec!["tag".to_owned(), format!("{repo}:missing"), "x".to_owned()],
+        vec!["blob".to_owned(), format!("{repo}@sha256:{}", "0".repeat(64))],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cli(&args);
+        assert!(!out.success, "{args:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {:?}", out.stderr);
+        assert!(out.stderr.starts_with("error: "), "{args:?}: {:?}", out.stderr);
+        assert!(out.stderr.contains("not found"), "{args:?}: {:?}", out.stderr);
+    }
+    // With --debug the log is there too, and the error line still last.
+    let out = cli(&["rm", &format!("{repo}:missing"), "--debug"]);
+    assert!(out.stderr.lines().count() > 1, "{}", out.stderr);
+    assert!(out.stderr.lines().last().unwrap().starts_with("error: "));
+}

@@ -208,7 +208,7 @@ pub fn locate_all(src: &Path, param: PathParam<'_>, limit: usize) -> anyhow::Res
             bail!("{}: no files match glob '{}'", param.field, param.pattern);
         }
         bail!(
-            "{}: no file matches (the value is not shown: it may be a secret)",
+            "{}: no file matches (its value is never shown)",
             param.field
         );
     }
