@@ -259,14 +259,25 @@ fn a_failing_verb_prints_one_error_line_and_nothing_else() {
         vec!["rm".to_owned(), format!("{repo}:missing")],
         vec!["digest".to_owned(), format!("{repo}:missing")],
         vec!["tag".to_owned(), format!("{repo}:missing"), "x".to_owned()],
-        vec!["blob".to_owned(), format!("{repo}@sha256:{}", "0".repeat(64))],
+        vec![
+            "blob".to_owned(),
+            format!("{repo}@sha256:{}", "0".repeat(64)),
+        ],
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = cli(&args);
         assert!(!out.success, "{args:?}");
         assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {:?}", out.stderr);
-        assert!(out.stderr.starts_with("error: "), "{args:?}: {:?}", out.stderr);
-        assert!(out.stderr.contains("not found"), "{args:?}: {:?}", out.stderr);
+        assert!(
+            out.stderr.starts_with("error: "),
+            "{args:?}: {:?}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("not found"),
+            "{args:?}: {:?}",
+            out.stderr
+        );
     }
     // With --debug the log is there too, and the error line still last.
     let out = cli(&["rm", &format!("{repo}:missing"), "--debug"]);
