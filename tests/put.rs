@@ -885,13 +885,17 @@ fn a_registry_refusing_chunks_gets_monolithic_puts() {
     );
     push_every_way(&registry, &proxy, "mono", &[SMALL_CHUNKS]);
     // Each step learns it once per upload under way when the refusal
-    // came (up to four at once), and cancels each refused session.
+    // came (up to four at once), and cancels refused sessions (best
+    // effort: a cancel is not waited for beyond 5 s).
     let patches = proxy.count("PATCH", "/blobs/uploads/");
     assert!(
         (4..=16).contains(&patches),
         "chunks tried at most once per upload under way, per step: {patches}"
     );
-    assert_eq!(proxy.count("DELETE", "/blobs/uploads/"), patches);
+    assert!(
+        proxy.count("DELETE", "/blobs/uploads/") > 0,
+        "refused sessions are cancelled"
+    );
     assert!(
         proxy.count("PUT", "/blobs/uploads/") >= 10,
         "the blobs went in PUTs with their digest"

@@ -90,7 +90,9 @@ fn tags(delete: &DeleteParams, src: &Path) -> anyhow::Result<Vec<String>> {
             src,
             PathParam::new("params.delete.tags_file", &delete.tags_file),
         )?;
-        list.read_file(&path, "")?;
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("params.delete.tags_file: cannot open {}", path.display()))?;
+        list.read(file, "")?;
     }
     if list.is_empty() {
         bail!("params.delete names no tag: set tags or tags_file");

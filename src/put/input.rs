@@ -164,7 +164,12 @@ pub fn locate_all(src: &Path, param: PathParam<'_>, limit: usize) -> anyhow::Res
     let glob = match glob::glob_with(&full, options) {
         Ok(glob) => glob,
         Err(e) if param.quotable => {
-            bail!("{}: not a valid glob ({})", param.named(), e.msg)
+            bail!(
+                "{}: failed to glob path '{}': {}",
+                param.field,
+                param.pattern,
+                e.msg
+            )
         }
         Err(_) => bail!("{}: not a valid glob", param.field),
     };

@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 
 use anyhow::{anyhow, bail};
 
@@ -78,13 +77,6 @@ impl TagList {
             reader.consume(length);
         }
         self.end_word(&mut word, prefix)
-    }
-
-    /// Adds the words of the file at `path` (see [`read`](Self::read)).
-    pub fn read_file(&mut self, path: &Path, prefix: &str) -> anyhow::Result<()> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| anyhow!("{}: cannot open {}: {e}", self.field, path.display()))?;
-        self.read(file, prefix)
     }
 
     fn end_word(&mut self, word: &mut Vec<u8>, prefix: &str) -> anyhow::Result<()> {
