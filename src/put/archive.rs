@@ -115,47 +115,44 @@ fn check_links_in_tree(root: &Path) -> anyhow::Result<()> {
 /// part that does not exist ends the walk inside (a dangling link in the
 /// package points at nothing outside it).
 fn resolves_inside(root: &Path, name: &Path, target: &Path) -> bool {
-    // Where the walk stands: names of real directories below `root`.
+    // Where the walk stands: names below `root`, real directories until a
+    // part is missing (below which nothing exists, so no link either).
     let mut at: Vec<std::ffi::OsString> = name
         .parent()
         .map(|p| p.iter().map(|c| c.to_os_string()).collect())
         .unwrap_or_default();
+    let mut missing = false;
     // What is left to walk, next first.
-    let mut queue: std::collections::VecDeque<PathBuf> = std::collections::VecDeque::new();
+    let mut queue: std::collections::VecDeque<Part> = parts(target).collect();
     let mut hops = 0;
-    queue.extend(target.components().map(|c| c.as_os_str().into()));
     while let Some(part) = queue.pop_front() {
-        match Path::new(&part).components().next() {
-            Some(Component::RootDir | Component::Prefix(_)) => return false,
-            Some(Component::CurDir) | None => {}
-            Some(Component::ParentDir) => {
+        match part {
+            Part::Root => return false,
+            Part::Up => {
                 if at.pop().is_none() {
                     return false;
                 }
             }
-            Some(Component::Normal(step)) => {
-                at.push(step.to_os_string());
-                let here: PathBuf = at.iter().collect();
-                let host = root.join(&here);
+            Part::Name(step) => {
+                at.push(step);
+                if missing {
+                    continue;
+                }
+                let host = root.join(at.iter().collect::<PathBuf>());
                 match std::fs::symlink_metadata(&host) {
                     Ok(meta) if meta.file_type().is_symlink() => {
                         hops += 1;
-                        if hops > MAX_LINK_HOPS {
-                            return false;
-                        }
-                        let Ok(next) = std::fs::read_link(&host) else {
-                            return false;
+                        let next = match std::fs::read_link(&host) {
+                            Ok(next) if hops <= MAX_LINK_HOPS => next,
+                            _ => return false,
                         };
                         at.pop();
-                        let rest: Vec<PathBuf> = queue.drain(..).collect();
-                        queue.extend(next.components().map(|c| c.as_os_str().into()));
-                        queue.extend(rest);
+                        for part in parts(&next).rev() {
+                            queue.push_front(part);
+                        }
                     }
                     Ok(_) => {}
-                    // Nothing there: the rest cannot pass through a link.
-                    Err(_) => {
-                        return lexically_inside(at.len(), &queue);
-                    }
+                    Err(_) => missing = true,
                 }
             }
         }
@@ -163,21 +160,23 @@ fn resolves_inside(root: &Path, name: &Path, target: &Path) -> bool {
     true
 }
 
-/// Whether the parts left, walked from a depth of `depth` with no link
-/// among them, stay at depth 0 or below.
-fn lexically_inside(mut depth: usize, rest: &std::collections::VecDeque<PathBuf>) -> bool {
-    for part in rest {
-        match Path::new(part).components().next() {
-            Some(Component::RootDir | Component::Prefix(_)) => return false,
-            Some(Component::ParentDir) => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return false,
-            },
-            Some(Component::Normal(_)) => depth += 1,
-            Some(Component::CurDir) | None => {}
-        }
-    }
-    true
+/// One step of a link target.
+enum Part {
+    /// An absolute start.
+    Root,
+    /// `..`.
+    Up,
+    /// A name (`.` is no step).
+    Name(std::ffi::OsString),
+}
+
+fn parts(path: &Path) -> impl DoubleEndedIterator<Item = Part> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::RootDir | Component::Prefix(_) => Some(Part::Root),
+        Component::ParentDir => Some(Part::Up),
+        Component::Normal(name) => Some(Part::Name(name.to_os_string())),
+        Component::CurDir => None,
+    })
 }
 
 /// Writes a zip's entries to `out` as a tar, checking every name and link.
