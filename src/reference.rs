@@ -195,12 +195,15 @@ impl fmt::Display for Reference {
     }
 }
 
+/// The longest tag the grammar allows, in bytes (tags are ASCII).
+pub const MAX_TAG_BYTES: usize = 128;
+
 /// Checks a tag against the distribution grammar `[\w][\w.-]{0,127}`, so that
 /// a bad tag fails before any network use instead of as a registry error (or
 /// worse, as a different URL path).
 pub fn validate_tag(tag: &str) -> anyhow::Result<()> {
     let valid = !tag.is_empty()
-        && tag.len() <= 128
+        && tag.len() <= MAX_TAG_BYTES
         && tag
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))

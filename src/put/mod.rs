@@ -94,11 +94,13 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         None => None,
     };
 
+    // Read once: the tags are checked now and assembled again with the
+    // aliases once the repository's tags are known.
     let additional = match params.additional_tags.as_str() {
         "" => None,
-        path => Some(input::contained(
-            src,
-            PathParam::new("params.additional_tags", path),
+        path => Some(tags::read_additional(
+            &input::contained(src, PathParam::new("params.additional_tags", path))?,
+            &params.tag_prefix,
         )?),
     };
     let tag_request = TagRequest {

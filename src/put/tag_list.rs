@@ -11,12 +11,10 @@ use std::io::{BufRead, BufReader, Read};
 
 use anyhow::{anyhow, bail};
 
-use crate::reference::validate_tag;
+use crate::reference::{MAX_TAG_BYTES, validate_tag};
 
 /// Tags one put may push or delete.
 pub const MAX_TAGS: usize = 1000;
-/// The longest tag the grammar allows.
-const MAX_TAG_BYTES: usize = 128;
 
 /// Distinct, valid tags in the order first seen, at most [`MAX_TAGS`].
 #[derive(Debug)]
@@ -98,11 +96,6 @@ impl TagList {
     /// The tags, in the order first seen.
     pub fn into_vec(self) -> Vec<String> {
         self.tags
-    }
-
-    /// How many tags the list holds.
-    pub fn len(&self) -> usize {
-        self.tags.len()
     }
 
     /// Whether no tag was added.

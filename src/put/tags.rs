@@ -18,8 +18,9 @@ pub struct TagRequest<'a> {
     pub version: &'a str,
     pub variant: &'a str,
     pub bump_aliases: bool,
-    /// The `additional_tags` file, if the param is set.
-    pub additional: Option<&'a Path>,
+    /// The words of the `additional_tags` file (see [`read_additional`]),
+    /// if the param is set.
+    pub additional: Option<&'a [String]>,
     pub tag_prefix: &'a str,
 }
 
@@ -61,24 +62,32 @@ impl TagRequest<'_> {
                 }
             }
         }
-        let before = tags.len();
-        if let Some(path) = self.additional {
-            let file = std::fs::File::open(path).with_context(|| {
-                format!(
-                    "could not parse additional tags: failed to read file at {:?}",
-                    path.display().to_string()
-                )
-            })?;
-            tags.read(file, self.tag_prefix)?;
-        }
-        if tags.len() == before && !self.tag_prefix.is_empty() {
+        let additional = self.additional.unwrap_or_default();
+        if additional.is_empty() && !self.tag_prefix.is_empty() {
             bail!("tag_prefix can only be used when additional_tags are specified");
+        }
+        for tag in additional {
+            tags.push(tag.clone())?;
         }
         if tags.is_empty() {
             bail!("no tag specified - need either 'version:' in params or 'tag:' in source");
         }
         Ok(tags.into_vec())
     }
+}
+
+/// The words of the `additional_tags` file at `path`, each behind
+/// `prefix`: read once, checked, each once, at most [`MAX_TAGS`](super::tag_list::MAX_TAGS).
+pub fn read_additional(path: &Path, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let file = std::fs::File::open(path).with_context(|| {
+        format!(
+            "could not parse additional tags: failed to read file at {:?}",
+            path.display().to_string()
+        )
+    })?;
+    let mut words = TagList::new("params.additional_tags");
+    words.read(file, prefix)?;
+    Ok(words.into_vec())
 }
 
 fn with_variant(tag: &str, variant: &str) -> String {
@@ -289,16 +298,17 @@ mod tests {
     #[test]
     fn order_prefixes_normalisation_and_validation() {
         let dir = tempfile::tempdir().unwrap();
-        let file = |text: &str| {
+        let file = |text: &str, prefix: &str| {
             let path = dir.path().join(format!("tags-{}", text.len()));
             std::fs::write(&path, text).unwrap();
-            path
+            read_additional(&path, prefix)
         };
+        let words = file("additional-7\ntags-7 \n additional-7", "dev-").unwrap();
         let request = TagRequest {
             source_tag: "latest-7",
             version: "v1.2",
             bump_aliases: true,
-            additional: Some(&file("additional-7\ntags-7 \n additional-7")),
+            additional: Some(&words),
             tag_prefix: "dev-",
             ..Default::default()
         };
@@ -317,9 +327,10 @@ mod tests {
             e.to_string()
                 .contains("tag_prefix can only be used when additional_tags are specified")
         );
+        let blank = file(" \n", "dev-").unwrap();
         let e = TagRequest {
             source_tag: "x",
-            additional: Some(&file(" \n")),
+            additional: Some(&blank),
             tag_prefix: "dev-",
             ..Default::default()
         }
@@ -333,14 +344,17 @@ mod tests {
         .tags(&[])
         .unwrap_err();
         assert!(e.to_string().contains("build metadata"), "{e}");
-        let e = TagRequest {
-            source_tag: "ok",
-            additional: Some(&file("bad/tag")),
-            ..Default::default()
-        }
-        .tags(&[])
-        .unwrap_err();
+        let e = file("bad/tag", "").unwrap_err();
         assert!(e.to_string().contains("invalid tag"), "{e}");
+        // A prefixed word equal to another tag is still a word of the file.
+        let same = file("x", "dev-").unwrap();
+        let request = TagRequest {
+            source_tag: "dev-x",
+            additional: Some(&same),
+            tag_prefix: "dev-",
+            ..Default::default()
+        };
+        assert_eq!(request.tags(&[]).unwrap(), ["dev-x"]);
         let e = TagRequest {
             version: "1.0.0-rc.01",
             ..Default::default()
