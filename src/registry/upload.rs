@@ -562,32 +562,34 @@ impl RegistryClient {
             .append_pair("digest", &digest.to_string());
         let result = self
             .send_once(Method::PUT, url, repo.path(), |r| {
-                let r = r
-                    .header(header::CONTENT_TYPE, OCTET_STREAM)
-                    .header(header::CONTENT_LENGTH, size);
+                let r = r.header(header::CONTENT_TYPE, OCTET_STREAM);
                 // The stream can be sent once; a repeat (a renewed token)
                 // sends an empty body, which the registry refuses, and the
                 // blob starts over in a new session.
                 match body.lock().ok().and_then(|mut b| b.take()) {
-                    Some(b) => r.body(b),
+                    Some(b) => r.header(header::CONTENT_LENGTH, size).body(b),
                     None => r.header(header::CONTENT_LENGTH, 0),
                 }
             })
             .await;
         // The stream records its end before it yields its last bytes, so a
         // body sent whole has its verdict here.
+        // What was sent must be what the URL names: the expected blob, or
+        // what the hashing pass produced.
         match end.lock().ok().and_then(|mut e| e.take()) {
             Some(Err(e)) => return Err(Failure::Fatal(e)),
-            Some(Ok((produced, produced_size))) => {
-                check_expected(request, &produced, produced_size).map_err(Failure::Fatal)?;
-                if produced != digest || produced_size != size {
-                    return Err(Failure::Fatal(anyhow!(
-                        "the blob's source gave other bytes when read again ({produced}, not \
-                         {digest}): it must be deterministic"
-                    )));
-                }
+            Some(Ok((produced, produced_size))) if produced != digest || produced_size != size => {
+                let error = check_expected(request, &produced, produced_size)
+                    .err()
+                    .unwrap_or_else(|| {
+                        anyhow!(
+                            "the blob's source gave other bytes when read again ({produced}, \
+                             not {digest}): it must be deterministic"
+                        )
+                    });
+                return Err(Failure::Fatal(error));
             }
-            None => {}
+            Some(Ok(_)) | None => {}
         }
         let response = match result {
             Ok(r) => r,
