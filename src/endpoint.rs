@@ -76,10 +76,10 @@ impl Endpoint {
                 );
             }
         }
+        let ca_certs = parse_ca_certs(&source.ca_certs).context("source.ca_certs")?;
         let mut credential_hosts = None;
         if source.azure_acr {
-            let extra = parse_ca_certs(&source.ca_certs).context("source.ca_certs")?;
-            let http = crate::registry::http::build_client_without_redirects(extra)?;
+            let http = crate::registry::http::build_client_without_redirects(ca_certs.clone())?;
             let login = acr::login(source, &repository, &http)
                 .await
                 .context("cannot authenticate with ACR")?;
@@ -89,7 +89,6 @@ impl Endpoint {
         if credentials.is_none() {
             credentials = docker_credentials(repository.registry()).await;
         }
-        let ca_certs = parse_ca_certs(&source.ca_certs).context("source.ca_certs")?;
         let options = |credentials, credential_hosts| ClientOptions {
             credentials,
             insecure: source.insecure,

@@ -369,12 +369,9 @@ impl RegistryClient {
             ),
         }
         if let (Some(guard), Some(_)) = (&self.credential_hosts, &self.credentials) {
-            let host = match (url.host_str(), url.port()) {
-                (Some(host), Some(port)) => format!("{host}:{port}"),
-                (Some(host), None) => host.to_owned(),
-                (None, _) => String::new(),
-            };
-            if !guard.allows(&host) {
+            // `host[:port]`, as registries are named.
+            let host = &url[url::Position::BeforeHost..url::Position::AfterPort];
+            if !guard.allows(host) {
                 bail!(
                     "refusing token realm {realm:?}: the {} credentials go only to {} or to \
                      hosts named in {}",
