@@ -17,15 +17,10 @@ const PASSWORD_CANARY: &str = "secret-pw-canary";
 /// A PEM label of the user's own (labels are upper case and spaces).
 const LABEL_CANARY: &str = "SIGN KEY CANARY";
 
+/// A failure, with none of `canaries` in its output.
 fn assert_quiet_about(out: &StepOutput, canaries: &[&str], context: &str) {
     assert!(!out.success, "{context}: expected a failure");
-    for canary in canaries {
-        assert!(
-            !out.stdout.contains(canary) && !out.stderr.contains(canary),
-            "{context}: {canary} leaked: {}",
-            out.stderr
-        );
-    }
+    out.assert_none_leaked(canaries, &format!("{context}: "));
 }
 
 fn out_step(src: &Path, source: Value, params: Value) -> StepOutput {

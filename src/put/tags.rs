@@ -77,7 +77,7 @@ impl TagRequest<'_> {
 }
 
 /// The words of the `additional_tags` file at `path`, each behind
-/// `prefix`: read once, checked, each once, at most [`MAX_TAGS`](super::tag_list::MAX_TAGS).
+/// `prefix`: read once, checked, each once, at most 1,000 (`tag_list::MAX_TAGS`).
 pub fn read_additional(path: &Path, prefix: &str) -> anyhow::Result<Vec<String>> {
     let file = std::fs::File::open(path).with_context(|| {
         format!(

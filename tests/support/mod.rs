@@ -115,6 +115,19 @@ impl StepOutput {
     }
 
     /// The single error line of a failed step.
+    /// Asserts that none of `canaries` is on stdout or stderr; `context`
+    /// says which run, in the failure message.
+    pub fn assert_none_leaked(&self, canaries: &[&str], context: &str) {
+        for canary in canaries {
+            assert!(
+                !self.stdout.contains(canary) && !self.stderr.contains(canary),
+                "{context}{canary} leaked: stdout {:?} stderr {:?}",
+                self.stdout,
+                self.stderr
+            );
+        }
+    }
+
     pub fn error_line(&self) -> &str {
         assert!(
             !self.success,
