@@ -9,7 +9,7 @@
 //! can be checked), one name per line for listings, the digest for what
 //! changes a registry.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use anyhow::{Context, bail};
 
@@ -17,10 +17,13 @@ use crate::auth::Access;
 use crate::endpoint::Endpoint;
 use crate::image::Platform;
 use crate::image::manifest::parse_manifest;
+use crate::image::tree::RawManifest;
 use crate::reference::{Reference, Repository, Target};
-use crate::registry::Manifest;
-use crate::registry::blob::BlobChunk;
+use crate::registry::blob_reader;
 use crate::source::{Secret, Source};
+
+/// Bytes the `blob` verb's download may be ahead of its output.
+const BLOB_BYTES_AHEAD: usize = 4 << 20;
 
 /// How to reach a registry: credentials and TLS.
 #[derive(Clone, Debug, Default)]
@@ -202,39 +205,35 @@ pub async fn blob(
         .blob_size(&endpoint.repository, &digest)
         .await?
         .with_context(|| format!("{reference} not found"))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let client = endpoint.client.clone();
-    let repo = endpoint.repository.clone();
-    let wanted = digest.clone();
-    let download =
-        tokio::spawn(async move { client.download_blob(&repo, &wanted, size, tx).await });
-    let mut sink = BlobSink::open(output)?;
-    // The newest bytes, written only when more follow or the digest checked out.
-    let mut held: Option<bytes::Bytes> = None;
-    let mut verified = false;
-    while let Some(chunk) = rx.recv().await {
-        match chunk {
-            BlobChunk::Data(bytes) => {
-                if let Some(previous) = held.replace(bytes) {
-                    sink.write(&previous)?;
-                }
-            }
-            BlobChunk::Verified => {
-                verified = true;
+    let mut reader = blob_reader::open(
+        endpoint.client.clone(),
+        endpoint.repository.clone(),
+        digest,
+        size,
+        BLOB_BYTES_AHEAD,
+        None,
+    );
+    let output = output.map(std::path::Path::to_path_buf);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut sink = BlobSink::open(output.as_deref())?;
+        // The newest bytes, written only when more follow or the digest
+        // checked out (the reader's end of data).
+        let mut held = Vec::new();
+        let mut buffer = vec![0u8; 256 << 10];
+        loop {
+            let n = reader.read(&mut buffer)?;
+            if n == 0 {
                 break;
             }
-            BlobChunk::Failed(_) => break,
+            sink.write(&held)?;
+            held.clear();
+            held.extend_from_slice(&buffer[..n]);
         }
-    }
-    drop(rx);
-    download.await.context("the download task failed")??;
-    if !verified {
-        bail!("the download of {reference} ended before its digest was checked");
-    }
-    if let Some(last) = held {
-        sink.write(&last)?;
-    }
-    sink.finish()
+        sink.write(&held)?;
+        sink.finish()
+    })
+    .await
+    .context("the writing thread failed")?
 }
 
 /// Where `blob` writes: stdout, or a temporary file renamed into place.
@@ -328,7 +327,7 @@ pub async fn tag(connection: &Connection, reference: &str, tags: &[String]) -> a
         crate::reference::validate_tag(tag).with_context(|| format!("tag {tag:?}"))?;
     }
     let (endpoint, top) = fetch_manifest(connection, reference, Access::Push).await?;
-    let bytes = bytes::Bytes::from(top.bytes);
+    let bytes = top.bytes;
     for tag in tags {
         endpoint
             .client
@@ -369,7 +368,7 @@ async fn fetch_manifest(
     connection: &Connection,
     reference: &str,
     access: Access,
-) -> anyhow::Result<(Endpoint, Manifest)> {
+) -> anyhow::Result<(Endpoint, RawManifest)> {
     let (repository, target) = target_of(reference)?;
     let endpoint = connection.connect(&repository, access).await?;
     let manifest = endpoint

@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::auth::{Access, Credentials, acr, docker_config, ecr};
 use crate::reference::Repository;
+use crate::registry::chunking::{Chunking, DEFAULT_CHUNK_BYTES, ECR_MIN_CHUNK_BYTES};
 use crate::registry::http::parse_ca_certs;
 use crate::registry::retry::RetryPolicy;
 use crate::registry::{ClientOptions, RegistryClient};
@@ -89,16 +90,20 @@ impl Endpoint {
         if credentials.is_none() {
             credentials = docker_credentials(repository.registry()).await;
         }
-        let options = |credentials, credential_hosts| ClientOptions {
+        let chunk_knob = std::env::var(CHUNK_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let options = |host: &str, credentials, credential_hosts| ClientOptions {
             credentials,
             insecure: source.insecure,
             ca_certs: ca_certs.clone(),
             access,
             credential_hosts,
+            chunking: chunking(host, chunk_knob),
         };
         let client = RegistryClient::new(
             repository.api_host(),
-            options(credentials, credential_hosts),
+            options(repository.api_host(), credentials, credential_hosts),
         )?;
         let mirror = match &source.registry_mirror {
             Some(mirror) if access == Access::Pull && repository.is_docker_hub() => {
@@ -107,9 +112,11 @@ impl Endpoint {
                     .context("source.registry_mirror.host")?;
                 let credentials =
                     Credentials::from_parts(&mirror.username, mirror.password.expose());
-                let client =
-                    RegistryClient::new(mirror_repository.api_host(), options(credentials, None))?
-                        .with_retry(mirror_retry());
+                let client = RegistryClient::new(
+                    mirror_repository.api_host(),
+                    options(mirror_repository.api_host(), credentials, None),
+                )?
+                .with_retry(mirror_retry());
                 Some(Mirror {
                     repository: mirror_repository,
                     client: Arc::new(client),
@@ -123,6 +130,22 @@ impl Endpoint {
             client: Arc::new(client),
             mirror,
         })
+    }
+}
+
+/// Tests and benchmarks set the chunk size of uploads with this variable.
+const CHUNK_ENV: &str = "REGISTRY_IMAGE_UPLOAD_CHUNK_BYTES";
+
+/// How uploads to `host` are cut: `knob` bytes per chunk (else the
+/// default), never less than ECR's smallest part on an ECR registry.
+fn chunking(host: &str, knob: Option<usize>) -> Chunking {
+    Chunking {
+        bytes: knob.unwrap_or(DEFAULT_CHUNK_BYTES),
+        min_bytes: if ecr::is_ecr_host(host) {
+            ECR_MIN_CHUNK_BYTES
+        } else {
+            0
+        },
     }
 }
 
@@ -170,5 +193,22 @@ async fn docker_credentials(registry: &str) -> Option<Credentials> {
             tracing::warn!("ignoring the docker config: {e:#}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecr_registries_get_chunks_of_at_least_five_mib() {
+        let ecr = chunking(
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            Some(64 << 10),
+        );
+        assert_eq!(ecr.min_bytes, ECR_MIN_CHUNK_BYTES);
+        let other = chunking("127.0.0.1:5000", Some(64 << 10));
+        assert_eq!((other.bytes, other.min_bytes), (64 << 10, 0));
+        assert_eq!(chunking("127.0.0.1:5000", None).bytes, DEFAULT_CHUNK_BYTES);
     }
 }

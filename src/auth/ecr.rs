@@ -146,7 +146,7 @@ pub async fn login(source: &Source, repository: &Repository) -> anyhow::Result<E
 /// An SDK error's causes on one line, without the raw responses its Debug
 /// form carries.
 fn concise(error: impl std::error::Error + Send + Sync + 'static) -> String {
-    crate::registry::client::one_line(&anyhow::Error::new(error))
+    crate::registry::error::one_line(&anyhow::Error::new(error))
 }
 
 /// `<account>.dkr.ecr.<region>.<partition domain>`.

@@ -49,9 +49,7 @@ pub async fn fetch(
     if crate::registry::retry::is_retryable_status(status) {
         // A busy or failing token service: typed, so the retry policy
         // tries again as it does for the registry's own answers.
-        let error =
-            crate::registry::error::StatusError::from_response(reqwest::Method::GET, response)
-                .await;
+        let error = crate::registry::error::StatusError::from_response(response).await;
         return Err(anyhow::anyhow!(error).context(format!("token request to {shown} failed")));
     }
     let body = if status.is_success() {

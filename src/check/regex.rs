@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use regex::Regex;
 use time::OffsetDateTime;
@@ -12,8 +12,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::resolve;
 use crate::concourse::Version;
-use crate::image::manifest::{parse_config, parse_index, parse_manifest};
-use crate::image::{Digest, Platform, media_type, platform};
+use crate::image::manifest::{parse_config, parse_manifest};
+use crate::image::{Digest, Platform};
 use crate::reference::{Repository, Target};
 use crate::registry::RegistryClient;
 
@@ -84,25 +84,15 @@ async fn created(
     digest: &Digest,
     platform: &Platform,
 ) -> anyhow::Result<OffsetDateTime> {
-    let mut manifest = client
+    let top = client
         .get_manifest(repository, &Target::Digest(digest.clone()))
         .await
         .context("get remote image")?
         .with_context(|| format!("get remote image: {repository}@{digest} is gone"))?;
-    if media_type::is_index(&manifest.media_type) {
-        let index = parse_index(&manifest.bytes)?;
-        let Some(child) = platform.select(&index.manifests) else {
-            bail!(
-                "no image for platform {platform} in {repository}@{digest} (it has: {})",
-                platform::describe(&index.manifests)
-            );
-        };
-        manifest = client
-            .get_manifest(repository, &Target::Digest(child.digest()?))
-            .await
-            .context("get remote image")?
-            .with_context(|| format!("get remote image: child {} is gone", child.digest))?;
-    }
+    let manifest = client
+        .image_for_platform(repository, top, platform)
+        .await
+        .context("get remote image")?;
     let config_digest = parse_manifest(&manifest.bytes)?.config.digest()?;
     let config = client
         .get_small_blob(repository, &config_digest)

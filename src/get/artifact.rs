@@ -23,9 +23,10 @@ use super::staged::Staged;
 use super::{pipeline, write_blob};
 use crate::image::manifest::{Descriptor, ImageManifest, parse_manifest};
 use crate::image::media_type;
+use crate::image::tree::RawManifest;
 use crate::progress::Progress;
 use crate::reference::Repository;
-use crate::registry::{Manifest, RegistryClient};
+use crate::registry::RegistryClient;
 
 /// A config bigger than this is not metadata: it is not fetched.
 const MAX_METADATA_BYTES: u64 = 4 << 20;
@@ -37,7 +38,7 @@ pub async fn write(
     client: &Arc<RegistryClient>,
     repository: &Repository,
     progress: &Progress,
-    top: &Manifest,
+    top: &RawManifest,
     dest: &Path,
 ) -> anyhow::Result<ImageManifest> {
     if media_type::is_index(&top.media_type) {

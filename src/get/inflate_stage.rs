@@ -13,8 +13,8 @@
 use std::io::{self, BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::blob_reader::BlobReader;
 use crate::image::compression;
+use crate::registry::blob_reader::BlobReader;
 
 /// Bytes per hand-off buffer.
 const BUFFER_BYTES: usize = 256 << 10;

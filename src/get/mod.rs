@@ -7,7 +7,6 @@
 //! into place at the end, so a failed step leaves no partial `rootfs/`.
 
 mod artifact;
-mod blob_reader;
 mod inflate_stage;
 mod layout;
 mod metadata;
@@ -20,7 +19,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::sync::Semaphore;
 
-use self::blob_reader::BlobReader;
 use self::staged::Staged;
 use crate::auth::Access;
 use crate::concourse::{InRequest, MetadataField, StepResponse};
@@ -32,6 +30,7 @@ use crate::image::{Digest, Platform};
 use crate::progress::Progress;
 use crate::reference::{Repository, Target};
 use crate::registry::RegistryClient;
+use crate::registry::blob_reader::{self, BlobReader};
 use crate::unpack::rootfs::{RootfsWriter, Skipped};
 
 /// Layers downloading at once (the one being extracted included).

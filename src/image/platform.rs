@@ -1,10 +1,12 @@
-//! Choosing one image of an index by platform. Beyond the original, a CPU
-//! variant can be asked for, in its own field or as users write it
-//! (`arm64/v8`, `arm/v7`).
+//! Choosing one image of an index by platform: the one rule ([`pick`]) of
+//! every step. Beyond the original, a CPU variant can be asked for, in its
+//! own field or as users write it (`arm64/v8`, `arm/v7`).
 
+use std::collections::HashSet;
 use std::fmt;
 
-use super::manifest::{Descriptor, PlatformSpec};
+use super::manifest::{Descriptor, ImageIndex, PlatformSpec};
+use super::media_type;
 
 /// The platform wanted from an index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,11 +81,6 @@ impl Platform {
                 || normalise_variant(&spec.architecture, &spec.variant)
                     == normalise_variant(&self.architecture, &self.variant))
     }
-
-    /// The first child of an index that matches.
-    pub fn select<'a>(&self, children: &'a [Descriptor]) -> Option<&'a Descriptor> {
-        children.iter().find(|d| self.matches(d.platform.as_ref()))
-    }
 }
 
 /// arm64 images usually omit their (only) variant `v8`.
@@ -114,15 +111,96 @@ pub fn describe_one(p: &PlatformSpec) -> String {
 }
 
 /// The platforms an index offers, for error messages.
-pub fn describe(children: &[Descriptor]) -> String {
+pub fn describe<'a>(children: impl IntoIterator<Item = &'a Descriptor>) -> String {
     children
-        .iter()
+        .into_iter()
         .map(|d| match &d.platform {
             Some(p) => describe_one(p),
             None => "(no platform)".to_owned(),
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Why [`pick`] found no single entry.
+#[derive(Debug)]
+pub enum NoPick {
+    /// Nothing matches the platform; the platforms there are.
+    Missing(String),
+    /// No platform was asked for and several images are there.
+    Several(usize, String),
+}
+
+impl NoPick {
+    /// The error for the index `what` (its name or digest).
+    pub fn error(&self, what: impl std::fmt::Display, wanted: Option<&Platform>) -> anyhow::Error {
+        match (self, wanted) {
+            (NoPick::Missing(has), Some(platform)) => {
+                anyhow::anyhow!("no image for platform {platform} in {what} (it has: {has})")
+            }
+            (NoPick::Missing(has), None) => anyhow::anyhow!("no image in {what} (it has: {has})"),
+            (NoPick::Several(n, has), _) => {
+                anyhow::anyhow!("{what} holds {n} images ({has}): a platform must be chosen")
+            }
+        }
+    }
+}
+
+/// BuildKit's attestation entries (`unknown/unknown`, a reference-type
+/// annotation) are never an image to run.
+fn is_attestation(entry: &Descriptor) -> bool {
+    entry
+        .annotations
+        .get("vnd.docker.reference.type")
+        .is_some_and(|t| t == "attestation-manifest")
+        || entry
+            .platform
+            .as_ref()
+            .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+}
+
+/// The entry of `index` that stands for `wanted` (with `None`: the index's
+/// only image): the first image entry of that platform (an entry without a
+/// platform is linux/amd64, as Docker reads it), else the index's only
+/// nested index (BuildKit writes one without a platform), which the caller
+/// descends into. Attestation entries are never chosen.
+pub fn pick<'a>(
+    index: &'a ImageIndex,
+    wanted: Option<&Platform>,
+) -> Result<&'a Descriptor, NoPick> {
+    let entries: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|e| !is_attestation(e))
+        .collect();
+    // An image listed twice is one image.
+    let mut listed = HashSet::new();
+    let images: Vec<&Descriptor> = entries
+        .iter()
+        .copied()
+        .filter(|e| !media_type::is_index(&e.media_type) && listed.insert(e.digest.as_str()))
+        .collect();
+    let chosen = match wanted {
+        Some(platform) => images
+            .iter()
+            .copied()
+            .find(|e| platform.matches(e.platform.as_ref())),
+        None => match images.as_slice() {
+            [only] => Some(*only),
+            [] => None,
+            several => {
+                return Err(NoPick::Several(
+                    several.len(),
+                    describe(several.iter().copied()),
+                ));
+            }
+        },
+    };
+    match (chosen, entries.as_slice()) {
+        (Some(entry), _) => Ok(entry),
+        (None, [only]) if media_type::is_index(&only.media_type) => Ok(only),
+        (None, _) => Err(NoPick::Missing(describe(entries.iter().copied()))),
+    }
 }
 
 #[cfg(test)]
@@ -146,7 +224,12 @@ mod tests {
             child("linux", "arm64", ""),
             child("linux", "amd64", ""),
         ];
-        let pick = |p: Platform| p.select(&children).map(|d| d.platform.clone().unwrap());
+        let pick = |p: Platform| {
+            children
+                .iter()
+                .find(|d| p.matches(d.platform.as_ref()))
+                .map(|d| d.platform.clone().unwrap())
+        };
         assert_eq!(
             pick(Platform::new("linux", "arm/v7", "")).unwrap().variant,
             "v7"

@@ -20,8 +20,11 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::input::{PathParam, locate_all};
+use super::blob_source::BlobData;
+use super::paths::{PathParam, locate_all};
+use super::push::Pusher;
 use super::store::FileSlice;
+use crate::image::tree::RawManifest;
 use crate::image::{Digest, media_type};
 use crate::source::ArtifactParams;
 
@@ -113,7 +116,7 @@ impl ArtifactInput {
                 media_type::OCI_EMPTY.to_owned(),
             )
         } else {
-            let path = super::input::locate(
+            let path = super::paths::locate(
                 src,
                 PathParam::new("params.artifact.metadata", &params.metadata),
             )?;
@@ -215,6 +218,40 @@ fn read_metadata(path: &Path) -> anyhow::Result<Bytes> {
     serde_json::from_slice::<Value>(&bytes)
         .with_context(|| format!("params.artifact.metadata: {} is not JSON", path.display()))?;
     Ok(Bytes::from(bytes))
+}
+
+impl Pusher<'_> {
+    /// An artifact: the config and the files, each file hashed while it
+    /// is uploaded; then the manifest naming them.
+    pub(super) async fn push_artifact(
+        &self,
+        artifact: ArtifactInput,
+    ) -> anyhow::Result<RawManifest> {
+        let (config, _) = &artifact.config;
+        let config_digest = Digest::sha256_of(config);
+        let config_size = config.len() as u64;
+        let total = artifact.files.len();
+        let mut jobs = vec![self.memory_job(config.clone(), &config_digest, "config")];
+        // No files: the one layer is the empty descriptor, whose `{}`
+        // must be in the repository too.
+        if artifact.files.is_empty() && config.as_ref() != EMPTY_JSON {
+            let empty = Bytes::from_static(EMPTY_JSON);
+            let digest = Digest::sha256_of(&empty);
+            jobs.push(self.memory_job(empty, &digest, "empty layer"));
+        }
+        let first_file = jobs.len();
+        for (i, file) in artifact.files.iter().enumerate() {
+            let label = format!("file {}/{total} {}", i + 1, file.title);
+            jobs.push(self.job(BlobData::Slice(file.data.clone()), &label, None));
+        }
+        let outcomes = self.upload(jobs).await?;
+        let files: Vec<(Digest, u64)> = outcomes[first_file..]
+            .iter()
+            .map(|o| (o.digest.clone(), o.size))
+            .collect();
+        let bytes = artifact.manifest_bytes((&config_digest, config_size), &files);
+        Ok(RawManifest::new(bytes, media_type::OCI_MANIFEST))
+    }
 }
 
 #[cfg(test)]

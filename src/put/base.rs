@@ -6,14 +6,15 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::Value;
 
 use super::docker_save::DockerSaveImage;
-use super::input::Input;
-use super::layout::{LayoutBlob, RawManifest};
-use crate::image::manifest::{PlatformSpec, parse_index, parse_manifest};
-use crate::image::{Platform, media_type, platform};
+use super::layout::LayoutBlob;
+use super::local_image::LocalImage;
+use crate::image::Platform;
+use crate::image::manifest::{PlatformSpec, parse_manifest};
+use crate::image::tree::RawManifest;
 
 /// Configs larger than this are refused (they are held in memory).
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
@@ -37,45 +38,21 @@ pub enum BaseImage {
 impl BaseImage {
     /// Reads the base at `path`; `wanted` picks one image of an index.
     pub fn load(path: &Path, wanted: Option<&Platform>) -> anyhow::Result<Self> {
-        match Input::load(path)? {
-            Input::DockerSave(image) => {
+        match LocalImage::load(path)? {
+            LocalImage::DockerSave(image) => {
                 let config = serde_json::from_slice(&image.config)
                     .context("the base image's config is not JSON")?;
                 Ok(BaseImage::DockerSave { image, config })
             }
-            Input::Layout(layout) => {
-                let manifest = if media_type::is_index(&layout.top.media_type) {
-                    let index = parse_index(&layout.top.bytes)?;
-                    let images: Vec<_> = index
-                        .manifests
-                        .iter()
-                        .filter(|d| !media_type::is_index(&d.media_type))
-                        .cloned()
-                        .collect();
-                    let chosen = match (wanted, images.as_slice()) {
-                        (Some(platform), _) => platform.select(&images).with_context(|| {
-                            format!(
-                                "the base has no image for platform {platform} (it has: {})",
-                                platform::describe(&images)
-                            )
-                        })?,
-                        (None, [only]) => only,
-                        (None, _) => bail!(
-                            "the base holds {} images ({}): set params.package.platform to pick one",
-                            images.len(),
-                            platform::describe(&images)
-                        ),
-                    };
-                    let digest = chosen.digest()?;
-                    layout
-                        .children
-                        .iter()
-                        .find(|m| m.digest == digest)
-                        .cloned()
-                        .with_context(|| format!("the base layout is missing manifest {digest}"))?
-                } else {
-                    layout.top
-                };
+            LocalImage::Layout(layout) => {
+                let manifest = layout
+                    .tree
+                    .image_for(wanted)
+                    .with_context(|| match wanted {
+                        None => "the base (set params.package.platform to pick an image)",
+                        Some(_) => "the base",
+                    })?
+                    .clone();
                 let image = parse_manifest(&manifest.bytes)
                     .with_context(|| format!("the base's manifest {}", manifest.digest))?;
                 let mut blobs = Vec::with_capacity(image.layers.len() + 1);
@@ -99,9 +76,6 @@ impl BaseImage {
                     blobs,
                     config,
                 })
-            }
-            Input::Package(_) | Input::Artifact(_) | Input::Remote(_) => {
-                bail!("internal error: a base image loaded as a package")
             }
         }
     }

@@ -12,22 +12,22 @@ use bytes::{Bytes, BytesMut};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
-use super::package::{TreeBlob, gzip_tree};
 use super::store::FileSlice;
+use super::tree_blob::{TreeBlob, gzip_tree};
 use crate::image::Digest;
 use crate::image::compression::Compression;
 use crate::image::digest::{Algorithm, Hasher};
 use crate::progress::Progress;
 use crate::reference::Repository;
-use crate::registry::blob::BlobChunk;
+use crate::registry::blob_reader::{self, BlobReader};
 use crate::registry::{BlobSource, Piece, RegistryClient};
 
 /// Bytes per message to the uploader.
 const PIECE_BYTES: usize = 256 << 10;
 /// Messages buffered ahead of the uploader (with the piece size, 1 MiB).
 const PIECES_BUFFERED: usize = 4;
-/// Download chunks (≤ 64 KiB each) buffered ahead of a relay.
-const RELAY_CHUNKS: usize = 16;
+/// Bytes a relayed download may be ahead of the upload.
+const RELAY_BYTES_AHEAD: usize = 1 << 20;
 
 /// What a blob's bytes are.
 #[derive(Clone, Debug)]
@@ -58,20 +58,16 @@ impl std::fmt::Debug for RemoteBlob {
 }
 
 impl RemoteBlob {
-    /// Starts the download; its chunks, then `Verified` or `Failed`.
-    fn start(&self) -> mpsc::Receiver<BlobChunk> {
-        let (tx, rx) = mpsc::channel(RELAY_CHUNKS);
-        let (client, repository, digest, size) = (
+    /// Starts the download: a verified reader of it.
+    fn start(&self) -> BlobReader {
+        blob_reader::open(
             self.client.clone(),
             self.repository.clone(),
             self.digest.clone(),
             self.size,
-        );
-        tokio::spawn(async move {
-            // The outcome also arrives down the channel.
-            let _ = client.download_blob(&repository, &digest, size, tx).await;
-        });
-        rx
+            RELAY_BYTES_AHEAD,
+            None,
+        )
     }
 }
 
@@ -140,7 +136,7 @@ impl BlobSource for LocalBlob {
         tokio::task::spawn_blocking(move || {
             let mut out = PieceWriter::new(tx, algorithm);
             let produced = match download {
-                Some(chunks) => relay(chunks, &mut out, bar.as_ref()),
+                Some(mut reader) => relay(&mut reader, &mut out, bar.as_ref()),
                 None => produce(&data, &mut out, bar.as_ref()),
             };
             out.finish(produced);
@@ -171,30 +167,7 @@ fn produce(data: &BlobData, out: &mut PieceWriter, bar: Option<&ProgressBar>) ->
     }
 }
 
-/// Passes a download's chunks on; ends well only once it was verified.
-fn relay(
-    mut chunks: mpsc::Receiver<BlobChunk>,
-    out: &mut PieceWriter,
-    bar: Option<&ProgressBar>,
-) -> io::Result<()> {
-    while let Some(chunk) = chunks.blocking_recv() {
-        match chunk {
-            BlobChunk::Data(bytes) => {
-                out.write_all(&bytes)?;
-                if let Some(bar) = bar {
-                    bar.inc(bytes.len() as u64);
-                }
-            }
-            BlobChunk::Verified => return Ok(()),
-            BlobChunk::Failed(e) => return Err(io::Error::other(e)),
-        }
-    }
-    Err(io::Error::other(
-        "the download ended without being verified",
-    ))
-}
-
-/// Packs and gzips a tree (see `package::gzip_tree`), recording its
+/// Packs and gzips a tree (see `tree_blob::gzip_tree`), recording its
 /// `diff_id` for the config.
 fn pack(tree: &TreeBlob, out: &mut PieceWriter, bar: Option<&ProgressBar>) -> io::Result<()> {
     let diff_id = gzip_tree(&tree.root, &tree.prefix, tree.mtime, out, |n| {
@@ -206,21 +179,18 @@ fn pack(tree: &TreeBlob, out: &mut PieceWriter, bar: Option<&ProgressBar>) -> io
     Ok(())
 }
 
+/// A download relayed: it ends well only once it was verified (the
+/// reader's end of data).
+fn relay(
+    reader: &mut BlobReader,
+    out: &mut PieceWriter,
+    bar: Option<&ProgressBar>,
+) -> io::Result<()> {
+    pass_on(reader, out, bar).map(|_| ())
+}
+
 fn copy(slice: &FileSlice, out: &mut impl Write, bar: Option<&ProgressBar>) -> io::Result<()> {
-    let mut reader = slice.open()?;
-    let mut buffer = vec![0u8; PIECE_BYTES];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        out.write_all(&buffer[..n])?;
-        total += n as u64;
-        if let Some(bar) = bar {
-            bar.inc(n as u64);
-        }
-    }
+    let total = pass_on(&mut slice.open()?, out, bar)?;
     if total != slice.len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -228,6 +198,27 @@ fn copy(slice: &FileSlice, out: &mut impl Write, bar: Option<&ProgressBar>) -> i
         ));
     }
     Ok(())
+}
+
+/// Copies `reader` to its end into `out`, advancing `bar`; the bytes copied.
+fn pass_on(
+    reader: &mut impl Read,
+    out: &mut impl Write,
+    bar: Option<&ProgressBar>,
+) -> io::Result<u64> {
+    let mut buffer = vec![0u8; PIECE_BYTES];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        out.write_all(&buffer[..n])?;
+        total += n as u64;
+        if let Some(bar) = bar {
+            bar.inc(n as u64);
+        }
+    }
 }
 
 /// Collects output into pieces, hashing and counting it, and hands them to

@@ -15,25 +15,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use serde_json::Value;
 
-use super::input::PathParam;
-use super::layout::RawManifest;
+use super::blob_source::{BlobData, RemoteBlob};
+use super::paths::PathParam;
+use super::push::{Pushed, Pusher};
 use crate::auth::Access;
 use crate::endpoint::Endpoint;
-use crate::image::manifest::{parse_index, parse_manifest};
-use crate::image::{Digest, media_type};
+use crate::image::Digest;
+use crate::image::tree::{RawManifest, TreeWalker};
 use crate::reference::{Reference, Repository, Target};
-use crate::registry::RegistryClient;
+use crate::registry::manifest::RepositoryManifests;
 use crate::registry::referrers::fallback_tag;
 use crate::sign::verify_digest;
 use crate::source::{CopyParams, Source};
 
-/// Manifests one copy may hold (a bound on what an origin can make us walk).
-const MAX_MANIFESTS: usize = 1000;
-/// Indexes nested deeper than this are refused.
-const MAX_DEPTH: usize = 8;
 /// Referrers of referrers followed this deep.
 const MAX_REFERRER_DEPTH: usize = 3;
 /// cosign's tags next to the fallback tag.
@@ -73,7 +69,7 @@ pub fn origin_reference(params: &CopyParams, src: &Path) -> anyhow::Result<(Stri
         ("", "") => bail!("params.copy needs from (REPOSITORY@sha256:…) or from_dir"),
         (from, "") => from.to_owned(),
         ("", dir) => {
-            let dir = super::input::locate(src, PathParam::new("params.copy.from_dir", dir))?;
+            let dir = super::paths::locate(src, PathParam::new("params.copy.from_dir", dir))?;
             let read = |name: &str| {
                 std::fs::read_to_string(dir.join(name))
                     .map(|t| t.trim().to_owned())
@@ -152,23 +148,20 @@ impl RemoteImage {
                 &verified
             }
         };
-        let mut walk = Walk {
-            client: origin.client.clone(),
-            repository: origin.repository.clone(),
-            blobs: Vec::new(),
-            manifests: Vec::new(),
-        };
-        let top = walk.fetch_all(target).await?.with_context(|| {
+        let client = origin.client.clone();
+        let repository = origin.repository.clone();
+        let reader = client.manifests_of(&repository);
+        let mut walk = TreeWalker::new(&reader);
+        let top = fetch_all(&mut walk, target).await?.with_context(|| {
             let reference = Reference {
-                repository: origin.repository.clone(),
+                repository: repository.clone(),
                 target: target.clone(),
             };
             format!("{reference} not found")
         })?;
-        let children = std::mem::take(&mut walk.manifests);
         let mut image = RemoteImage {
             top,
-            children,
+            children: walk.take_manifests(),
             blobs: Vec::new(),
             referrers: Vec::new(),
             referrer_lists: Vec::new(),
@@ -178,13 +171,22 @@ impl RemoteImage {
         if referrers {
             image.read_referrers(&mut walk).await?;
         }
-        image.blobs = walk.blobs;
+        image.blobs = walk
+            .into_blobs()
+            .into_iter()
+            .map(|blob| Ok((blob.digest()?, blob.size)))
+            .collect::<anyhow::Result<_>>()?;
         Ok(image)
     }
 
     /// The manifests that refer to the copied ones (and to those, down to
     /// [`MAX_REFERRER_DEPTH`]), with their blobs, and cosign's legacy tags.
-    async fn read_referrers(&mut self, walk: &mut Walk) -> anyhow::Result<()> {
+    async fn read_referrers(
+        &mut self,
+        walk: &mut TreeWalker<'_, RepositoryManifests<'_>>,
+    ) -> anyhow::Result<()> {
+        let client = self.origin.client.clone();
+        let repository = &self.origin.repository;
         let mut subjects: Vec<Digest> = std::iter::once(&self.top)
             .chain(&self.children)
             .map(|m| m.digest.clone())
@@ -193,15 +195,16 @@ impl RemoteImage {
             let mut next = Vec::new();
             for subject in subjects {
                 let mut kept = Vec::new();
-                for descriptor in walk.client.referrers(&walk.repository, &subject).await? {
+                for descriptor in client.referrers(repository, &subject).await? {
                     let Some(digest) = descriptor["digest"]
                         .as_str()
                         .and_then(|d| d.parse::<Digest>().ok())
                     else {
                         continue;
                     };
-                    if let Some(manifest) = walk.fetch_all(&Target::Digest(digest.clone())).await? {
-                        self.referrers.append(&mut walk.manifests);
+                    if let Some(manifest) = fetch_all(walk, &Target::Digest(digest.clone())).await?
+                    {
+                        self.referrers.append(&mut walk.take_manifests());
                         self.referrers.push(manifest);
                         kept.push(descriptor);
                         next.push(digest);
@@ -209,8 +212,8 @@ impl RemoteImage {
                 }
                 for suffix in LEGACY_SUFFIXES {
                     let tag = format!("{}{suffix}", fallback_tag(&subject));
-                    if let Some(manifest) = walk.fetch_all(&Target::Tag(tag.clone())).await? {
-                        self.referrers.append(&mut walk.manifests);
+                    if let Some(manifest) = fetch_all(walk, &Target::Tag(tag.clone())).await? {
+                        self.referrers.append(&mut walk.take_manifests());
                         self.legacy_tags.push((tag, manifest));
                     }
                 }
@@ -227,82 +230,63 @@ impl RemoteImage {
     }
 }
 
-/// Collects manifests and blobs under a manifest.
-struct Walk {
-    client: Arc<RegistryClient>,
-    repository: Repository,
-    blobs: Vec<(Digest, u64)>,
-    /// Manifests found below what was visited, each after its children.
-    manifests: Vec<RawManifest>,
+/// The manifest `target` names and everything under it (through the
+/// walker); `None` when the registry has no such manifest.
+async fn fetch_all(
+    walk: &mut TreeWalker<'_, RepositoryManifests<'_>>,
+    target: &Target,
+) -> anyhow::Result<Option<RawManifest>> {
+    let Some(manifest) = walk.reader().get(target).await? else {
+        return Ok(None);
+    };
+    walk.visit(&manifest).await?;
+    Ok(Some(manifest))
 }
 
-impl Walk {
-    async fn fetch(&self, target: &Target) -> anyhow::Result<Option<RawManifest>> {
-        Ok(self
-            .client
-            .get_manifest(&self.repository, target)
-            .await?
-            .map(|m| RawManifest {
-                bytes: Bytes::from(m.bytes),
-                media_type: m.media_type,
-                digest: m.digest,
-            }))
-    }
-
-    /// A manifest and everything under it (children into `manifests`,
-    /// blobs into `blobs`); `None` when the registry has no such manifest.
-    async fn fetch_all(&mut self, target: &Target) -> anyhow::Result<Option<RawManifest>> {
-        let Some(manifest) = self.fetch(target).await? else {
-            return Ok(None);
-        };
-        self.visit(&manifest, 0).await?;
-        Ok(Some(manifest))
-    }
-
-    async fn visit(&mut self, manifest: &RawManifest, depth: usize) -> anyhow::Result<()> {
-        if depth > MAX_DEPTH {
-            bail!("indexes nested too deep in {}", self.repository);
+impl Pusher<'_> {
+    /// A copy from another repository: every blob relayed (or mounted, or
+    /// skipped), the manifests below the top, the top by digest, then the
+    /// referrers and their fallback indexes and legacy tags.
+    pub(super) async fn push_remote(&self, image: RemoteImage) -> anyhow::Result<Pushed> {
+        let jobs = image
+            .blobs
+            .iter()
+            .map(|(digest, size)| {
+                let remote = RemoteBlob {
+                    client: image.origin.client.clone(),
+                    repository: image.origin.repository.clone(),
+                    digest: digest.clone(),
+                    size: *size,
+                };
+                self.job(
+                    BlobData::Remote(Arc::new(remote)),
+                    &digest.to_string(),
+                    Some((digest.clone(), *size)),
+                )
+            })
+            .collect();
+        self.push_tree(jobs, &image.children).await?;
+        self.put_by_digest(&image.top).await?;
+        self.put_children(&image.referrers).await?;
+        for (subject, descriptors) in &image.referrer_lists {
+            self.add_referrers(subject, descriptors).await?;
         }
-        if media_type::is_index(&manifest.media_type) {
-            for child in parse_index(&manifest.bytes)?.manifests {
-                let digest = child.digest()?;
-                let is_manifest = media_type::is_index(&child.media_type)
-                    || child.media_type == media_type::OCI_MANIFEST
-                    || child.media_type == media_type::DOCKER_MANIFEST;
-                if !is_manifest {
-                    self.blob(digest, child.size);
-                    continue;
-                }
-                if self.manifests.iter().any(|m| m.digest == digest) {
-                    continue;
-                }
-                if self.manifests.len() >= MAX_MANIFESTS {
-                    bail!(
-                        "{} holds more than {MAX_MANIFESTS} manifests",
-                        self.repository
-                    );
-                }
-                let fetched = self
-                    .fetch(&Target::Digest(digest.clone()))
-                    .await?
-                    .with_context(|| format!("{}@{digest} not found", self.repository))?;
-                Box::pin(self.visit(&fetched, depth + 1)).await?;
-                self.manifests.push(fetched);
-            }
-            return Ok(());
+        for (tag, manifest) in &image.legacy_tags {
+            self.client
+                .put_manifest(self.repo, tag, &manifest.media_type, &manifest.bytes)
+                .await?;
         }
-        let image = parse_manifest(&manifest.bytes)
-            .with_context(|| format!("manifest {}", manifest.digest))?;
-        for descriptor in std::iter::once(&image.config).chain(&image.layers) {
-            self.blob(descriptor.digest()?, descriptor.size);
+        if !image.referrers.is_empty() || !image.legacy_tags.is_empty() {
+            tracing::info!(
+                "copied {} referrer manifests and {} legacy signature tags",
+                image.referrers.len(),
+                image.legacy_tags.len()
+            );
         }
-        Ok(())
-    }
-
-    fn blob(&mut self, digest: Digest, size: u64) {
-        if !self.blobs.iter().any(|(d, _)| *d == digest) {
-            self.blobs.push((digest, size));
-        }
+        Ok(Pushed {
+            top: image.top,
+            children: image.children,
+        })
     }
 }
 

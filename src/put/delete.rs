@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use super::input::PathParam;
+use super::paths::PathParam;
 use super::tag_list::TagList;
 use crate::auth::Access;
 use crate::concourse::{MetadataField, StepResponse, Version};
@@ -86,7 +86,7 @@ fn tags(delete: &DeleteParams, src: &Path) -> anyhow::Result<Vec<String>> {
         list.push(tag.clone())?;
     }
     if !delete.tags_file.is_empty() {
-        let path = super::input::contained(
+        let path = super::paths::contained(
             src,
             PathParam::new("params.delete.tags_file", &delete.tags_file),
         )?;

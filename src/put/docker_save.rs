@@ -10,9 +10,16 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::blob_source::{BlobData, hash};
+use super::push::Pusher;
+use super::recompress::LayerCompression;
 use super::store::{FileSlice, Store};
 use crate::image::compression::Compression;
+use crate::image::digest::Algorithm;
+use crate::image::manifest::parse_manifest;
+use crate::image::tree::RawManifest;
 use crate::image::{Digest, media_type};
+use crate::reference::Target;
 
 const MAX_JSON_BYTES: u64 = 32 << 20;
 
@@ -189,6 +196,145 @@ pub fn manifest(
         layers,
     };
     Ok((serde_json::to_vec(&manifest)?, manifest_type))
+}
+
+impl Pusher<'_> {
+    /// A docker-save image: its config and layers (compressed on the way
+    /// where they are stored uncompressed, or in another compression than
+    /// asked for), then a new manifest naming them; nothing at all when
+    /// one of `tags` already holds the same image.
+    pub(super) async fn push_docker_save(
+        &self,
+        image: &DockerSaveImage,
+        tags: &[String],
+    ) -> anyhow::Result<RawManifest> {
+        let config_digest = Digest::sha256_of(&image.config);
+        // What each stored compression becomes: kept, except uncompressed
+        // layers, gzipped, unless `params.compression` says otherwise.
+        let becomes = |stored: Compression| match (self.compression, stored) {
+            (LayerCompression::To(to), _) => to,
+            (LayerCompression::Keep, Compression::None) => Compression::Gzip,
+            (LayerCompression::Keep, kept) => kept,
+        };
+        if image.compresses()
+            && self.compression == LayerCompression::Keep
+            && let Some(existing) = self
+                .existing_image(tags, &config_digest, image.layers.len())
+                .await?
+        {
+            tracing::info!(
+                "{} already holds this image as {}: nothing to upload",
+                self.repo,
+                existing.digest
+            );
+            return Ok(existing);
+        }
+        // Layers stored compressed are pushed as they are; their digests
+        // are needed first to skip the ones the repository has.
+        let mut hashes = Vec::with_capacity(image.layers.len());
+        for layer in &image.layers {
+            hashes.push(match layer {
+                SavedLayer::Data { data, compression }
+                    if *compression != Compression::None
+                        && becomes(*compression) == *compression =>
+                {
+                    let data = data.clone();
+                    Some(tokio::task::spawn_blocking(move || {
+                        let size = data.len;
+                        hash(&data, Algorithm::Sha256).map(|d| (d, size))
+                    }))
+                }
+                _ => None,
+            });
+        }
+        let total = image.layers.len();
+        let mut jobs = vec![self.memory_job(image.config.clone(), &config_digest, "config")];
+        let mut positions = Vec::with_capacity(total);
+        for (i, (layer, hashed)) in image.layers.iter().zip(hashes).enumerate() {
+            let SavedLayer::Data { data, compression } = layer else {
+                positions.push(None);
+                continue;
+            };
+            let label = format!("layer {}/{total}", i + 1);
+            let (data, expected) = match hashed {
+                Some(task) => (
+                    BlobData::Slice(data.clone()),
+                    Some(
+                        task.await
+                            .context("hashing a layer")?
+                            .context("hashing a layer")?,
+                    ),
+                ),
+                // Compressed on the way (an uncompressed layer gzipped, or
+                // another compression asked for).
+                None => (
+                    BlobData::Recompress(data.clone(), becomes(*compression)),
+                    None,
+                ),
+            };
+            positions.push(Some((jobs.len(), becomes(*compression))));
+            jobs.push(self.job(data, &label, expected));
+        }
+        let outcomes = self.upload(jobs).await?;
+        let pushed: Vec<Option<PushedLayer>> = positions
+            .into_iter()
+            .map(|p| {
+                p.map(|(job, compression)| PushedLayer {
+                    digest: outcomes[job].digest.clone(),
+                    size: outcomes[job].size,
+                    compression,
+                })
+            })
+            .collect();
+        let (bytes, media_type) =
+            manifest(image, (&config_digest, image.config.len() as u64), &pushed)?;
+        Ok(RawManifest::new(bytes, media_type))
+    }
+
+    /// An image already under one of `tags` with this config (so the same
+    /// layers) whose blobs are all present: pushing it again would only
+    /// compress and upload what is there. Re-running a put of the same
+    /// tarball thus uploads nothing and keeps the digest.
+    async fn existing_image(
+        &self,
+        tags: &[String],
+        config: &Digest,
+        layers: usize,
+    ) -> anyhow::Result<Option<RawManifest>> {
+        for tag in tags {
+            let Some(remote) = self
+                .client
+                .get_manifest(self.repo, &Target::Tag(tag.clone()))
+                .await?
+            else {
+                continue;
+            };
+            if media_type::is_index(&remote.media_type) {
+                continue;
+            }
+            let Ok(manifest) = parse_manifest(&remote.bytes) else {
+                continue;
+            };
+            if manifest.config.digest != config.to_string() || manifest.layers.len() != layers {
+                continue;
+            }
+            let mut complete = true;
+            for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+                if !self
+                    .client
+                    .blob_exists(self.repo, &descriptor.digest()?)
+                    .await?
+                {
+                    complete = false;
+                    break;
+                }
+            }
+            if complete {
+                return Ok(Some(remote));
+            }
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -7,27 +7,21 @@
 //! multi-platform layouts), or, when `single-image-digest` names one image
 //! of it (as `in` writes for a single image), that image's manifest.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
+use futures_util::FutureExt;
 
+use super::blob_source::BlobData;
+use super::push::{Job, Pushed, Pusher};
+use super::recompress::{self, LayerCompression, NewLayer};
 use super::store::{FileSlice, Store};
+use crate::image::compression::Compression;
 use crate::image::manifest::{Descriptor, parse_index, parse_manifest};
+use crate::image::tree::{
+    ImageTree, MAX_DEPTH, MAX_MANIFEST_BYTES, ManifestReader, RawManifest, detect_media_type,
+};
 use crate::image::{Digest, media_type};
-use crate::registry::manifest::detect_media_type;
-
-const MAX_MANIFEST_BYTES: u64 = 16 << 20;
-/// Indexes of indexes nested deeper than this are refused.
-const MAX_DEPTH: usize = 8;
-
-/// A manifest or index exactly as stored.
-#[derive(Clone, Debug)]
-pub struct RawManifest {
-    pub bytes: Bytes,
-    pub media_type: String,
-    pub digest: Digest,
-}
 
 /// A blob of the layout to push.
 #[derive(Clone, Debug)]
@@ -40,17 +34,16 @@ pub struct LayoutBlob {
 /// Everything one put of a layout pushes.
 #[derive(Debug)]
 pub struct LayoutImage {
-    /// Configs and layers, each once.
+    /// The manifests (`top` is pushed under every tag, the children by
+    /// digest).
+    pub tree: ImageTree,
+    /// Configs and layers, each once, where they lie in the layout.
     pub blobs: Vec<LayoutBlob>,
-    /// Manifests below the top, pushed by digest, children before parents.
-    pub children: Vec<RawManifest>,
-    /// Pushed under every tag.
-    pub top: RawManifest,
 }
 
 pub fn read(store: &Store) -> anyhow::Result<LayoutImage> {
     let bytes = store
-        .read_small("index.json", MAX_MANIFEST_BYTES)?
+        .read_small("index.json", MAX_MANIFEST_BYTES as u64)?
         .context("index.json not found: not an OCI image layout")?;
     // The top-level index is an index whatever its `mediaType` says.
     let declared = detect_media_type(None, &bytes);
@@ -59,11 +52,7 @@ pub fn read(store: &Store) -> anyhow::Result<LayoutImage> {
     } else {
         media_type::OCI_INDEX.to_owned()
     };
-    let mut top = RawManifest {
-        digest: Digest::sha256_of(&bytes),
-        bytes: Bytes::from(bytes),
-        media_type,
-    };
+    let mut top = RawManifest::new(bytes, media_type);
     for _ in 0..MAX_DEPTH {
         let index = parse_index(&top.bytes).context("index.json")?;
         match index.manifests.as_slice() {
@@ -88,83 +77,153 @@ pub fn read(store: &Store) -> anyhow::Result<LayoutImage> {
             })?;
         top = read_manifest(store, descriptor)?;
     }
-    let mut walk = Walk {
-        store,
-        blobs: Vec::new(),
-        seen: HashSet::new(),
-        children: Vec::new(),
-    };
-    walk.visit(&top, 0)?;
-    Ok(LayoutImage {
-        blobs: walk.blobs,
-        children: walk.children,
-        top,
-    })
-}
-
-struct Walk<'a> {
-    store: &'a Store,
-    blobs: Vec<LayoutBlob>,
-    seen: HashSet<Digest>,
-    children: Vec<RawManifest>,
-}
-
-impl Walk<'_> {
-    /// Plans what `manifest` needs pushed before it.
-    fn visit(&mut self, manifest: &RawManifest, depth: usize) -> anyhow::Result<()> {
-        if depth > MAX_DEPTH {
-            bail!("indexes nested too deep in the layout");
+    // Reading a store never waits: the walk completes in one poll.
+    let tree = ImageTree::read(store, top)
+        .now_or_never()
+        .context("internal error: reading a layout waited")??;
+    let mut blobs = Vec::with_capacity(tree.blobs.len());
+    for descriptor in &tree.blobs {
+        if let Some(blob) = layout_blob(store, descriptor)? {
+            blobs.push(blob);
         }
-        if media_type::is_index(&manifest.media_type) {
-            let index = parse_index(&manifest.bytes)
-                .with_context(|| format!("index {}", manifest.digest))?;
-            for descriptor in &index.manifests {
-                let child = read_manifest(self.store, descriptor)?;
-                if !self.seen.insert(child.digest.clone()) {
-                    continue;
-                }
-                self.visit(&child, depth + 1)?;
-                self.children.push(child);
-            }
-            return Ok(());
-        }
-        let image = parse_manifest(&manifest.bytes)
-            .with_context(|| format!("manifest {}", manifest.digest))?;
-        for descriptor in std::iter::once(&image.config).chain(&image.layers) {
-            self.blob(descriptor)?;
-        }
-        Ok(())
     }
+    Ok(LayoutImage { tree, blobs })
+}
 
-    fn blob(&mut self, descriptor: &Descriptor) -> anyhow::Result<()> {
-        let digest = descriptor.digest()?;
-        if !self.seen.insert(digest.clone()) {
-            return Ok(());
-        }
-        let Some(data) = self.store.slice(&blob_path(&digest))? else {
-            // Non-distributable layers are fetched from their URLs by
-            // whoever pulls; the layout need not hold them.
-            if descriptor.media_type.contains("nondistributable")
-                || descriptor.media_type.contains("foreign")
-            {
-                return Ok(());
-            }
-            bail!("the layout is missing blob {digest}");
+impl Pusher<'_> {
+    /// An OCI layout: every blob as stored (or recompressed, with
+    /// `params.compression`), then the manifests below the top by digest
+    /// (rewritten where a layer changed), each exactly as stored otherwise.
+    pub(super) async fn push_layout(&self, layout: LayoutImage) -> anyhow::Result<Pushed> {
+        let (to, convert) = match self.compression {
+            LayerCompression::To(to) => (to, layers_to_convert(&layout, to)?),
+            // Nothing to convert: `to` is never used.
+            LayerCompression::Keep => (Compression::None, Vec::new()),
         };
-        if data.len != descriptor.size {
-            bail!(
-                "blob {digest} in the layout is {} bytes, but its descriptor says {}",
-                data.len,
-                descriptor.size
-            );
+        let jobs: Vec<Job> = layout
+            .blobs
+            .iter()
+            .map(|blob| {
+                let label = blob.digest.to_string();
+                if convert.contains(&blob.digest) {
+                    self.job(BlobData::Recompress(blob.data.clone(), to), &label, None)
+                } else {
+                    self.layout_job(blob, &label)
+                }
+            })
+            .collect();
+        if convert.is_empty() {
+            self.push_tree(jobs, &layout.tree.children).await?;
+            let ImageTree { top, children, .. } = layout.tree;
+            return Ok(Pushed { top, children });
         }
-        self.blobs.push(LayoutBlob {
-            digest,
-            size: descriptor.size,
-            data,
-        });
-        Ok(())
+        let outcomes = self.upload(jobs).await?;
+        let layers: HashMap<Digest, NewLayer> = layout
+            .blobs
+            .iter()
+            .zip(&outcomes)
+            .filter(|(blob, _)| convert.contains(&blob.digest))
+            .map(|(blob, outcome)| {
+                let new = NewLayer {
+                    digest: outcome.digest.clone(),
+                    size: outcome.size,
+                    compression: to,
+                };
+                (blob.digest.clone(), new)
+            })
+            .collect();
+        // Manifests rewritten children first, each index with its new
+        // children.
+        let mut renamed: HashMap<Digest, (Digest, u64, String)> = HashMap::new();
+        let mut rewrite = |manifest: &RawManifest| -> anyhow::Result<RawManifest> {
+            let (bytes, media_type) = if media_type::is_index(&manifest.media_type) {
+                match recompress::rewrite_index(&manifest.bytes, &renamed)? {
+                    Some(bytes) => (bytes, manifest.media_type.clone()),
+                    None => return Ok(manifest.clone()),
+                }
+            } else {
+                match recompress::rewrite_image(&manifest.bytes, &manifest.media_type, &layers)? {
+                    Some(new) => (new.bytes, new.media_type),
+                    None => return Ok(manifest.clone()),
+                }
+            };
+            let new = RawManifest::new(bytes, media_type);
+            renamed.insert(
+                manifest.digest.clone(),
+                (
+                    new.digest.clone(),
+                    new.bytes.len() as u64,
+                    new.media_type.clone(),
+                ),
+            );
+            Ok(new)
+        };
+        let mut children = Vec::with_capacity(layout.tree.children.len());
+        for child in &layout.tree.children {
+            children.push(rewrite(child)?);
+        }
+        let top = rewrite(&layout.tree.top)?;
+        self.put_children(&children).await?;
+        Ok(Pushed { top, children })
     }
+
+    /// A blob of an OCI layout, pushed as it is stored.
+    pub(super) fn layout_job(&self, blob: &LayoutBlob, label: &str) -> Job {
+        let expected = Some((blob.digest.clone(), blob.size));
+        self.job(BlobData::Slice(blob.data.clone()), label, expected)
+    }
+}
+
+/// The tar layers of `layout`'s images stored otherwise than `to`, each
+/// once.
+fn layers_to_convert(layout: &LayoutImage, to: Compression) -> anyhow::Result<Vec<Digest>> {
+    let mut convert: Vec<Digest> = Vec::new();
+    for manifest in layout.tree.manifests() {
+        if manifest.is_index() {
+            continue;
+        }
+        for layer in parse_manifest(&manifest.bytes)?.layers {
+            if !recompress::is_tar_layer(&layer.media_type) {
+                continue;
+            }
+            let digest = layer.digest()?;
+            let Some(blob) = layout.blobs.iter().find(|b| b.digest == digest) else {
+                continue;
+            };
+            if Compression::sniff(&blob.data.head(4)?) != to && !convert.contains(&digest) {
+                convert.push(digest);
+            }
+        }
+    }
+    Ok(convert)
+}
+
+/// Where `descriptor`'s blob lies in the layout; `None` for a
+/// non-distributable layer the layout need not hold.
+fn layout_blob(store: &Store, descriptor: &Descriptor) -> anyhow::Result<Option<LayoutBlob>> {
+    let digest = descriptor.digest()?;
+    let Some(data) = store.slice(&blob_path(&digest))? else {
+        // Non-distributable layers are fetched from their URLs by whoever
+        // pulls; the layout need not hold them.
+        if descriptor.media_type.contains("nondistributable")
+            || descriptor.media_type.contains("foreign")
+        {
+            return Ok(None);
+        }
+        bail!("the layout is missing blob {digest}");
+    };
+    if data.len != descriptor.size {
+        bail!(
+            "blob {digest} in the layout is {} bytes, but its descriptor says {}",
+            data.len,
+            descriptor.size
+        );
+    }
+    Ok(Some(LayoutBlob {
+        digest,
+        size: descriptor.size,
+        data,
+    }))
 }
 
 fn blob_path(digest: &Digest) -> String {
@@ -175,19 +234,26 @@ fn blob_path(digest: &Digest) -> String {
 fn read_manifest(store: &Store, descriptor: &Descriptor) -> anyhow::Result<RawManifest> {
     let digest = descriptor.digest()?;
     let bytes = store
-        .read_small(&blob_path(&digest), MAX_MANIFEST_BYTES)?
+        .read_small(&blob_path(&digest), MAX_MANIFEST_BYTES as u64)?
         .with_context(|| format!("the layout is missing manifest {digest}"))?;
-    if !digest.matches(&bytes) {
-        bail!("manifest {digest} in the layout does not match its digest");
-    }
     let media_type = if descriptor.media_type.is_empty() {
         detect_media_type(None, &bytes)
     } else {
         descriptor.media_type.clone()
     };
-    Ok(RawManifest {
-        bytes: Bytes::from(bytes),
-        media_type,
-        digest,
-    })
+    let manifest = RawManifest::new(bytes, media_type);
+    if !manifest.matches(&digest) {
+        bail!("manifest {digest} in the layout does not match its digest");
+    }
+    Ok(manifest)
+}
+
+impl ManifestReader for Store {
+    async fn manifest(&self, entry: &Descriptor) -> anyhow::Result<RawManifest> {
+        read_manifest(self, entry)
+    }
+
+    fn describe(&self) -> String {
+        "the layout".into()
+    }
 }

@@ -13,31 +13,37 @@ pub mod copy;
 pub mod delete;
 mod docker_save;
 pub mod gzip;
-mod input;
 mod layout;
+mod local_image;
 pub mod package;
+mod paths;
 mod push;
 mod recompress;
 mod sign;
 mod store;
 mod tag_list;
 pub mod tags;
+mod tree_blob;
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use self::input::{Input, PathParam};
-use self::push::{Pusher, first_tag};
+use self::artifact::ArtifactInput;
+use self::copy::RemoteImage;
+use self::docker_save::DockerSaveImage;
+use self::layout::LayoutImage;
+use self::local_image::LocalImage;
+use self::package::PackageImage;
+use self::paths::PathParam;
+use self::push::{Pushed, Pusher, first_tag};
 use self::tags::TagRequest;
 use crate::auth::Access;
 use crate::concourse::{MetadataField, OutRequest, StepResponse, Version};
 use crate::endpoint::Endpoint;
+use crate::image::Digest;
 use crate::progress::Progress;
 use crate::registry::RegistryClient;
-
-/// Tests and benchmarks set the chunk size of uploads with this variable.
-const CHUNK_ENV: &str = "REGISTRY_IMAGE_UPLOAD_CHUNK_BYTES";
 
 /// Runs the step; `params.image` and `params.additional_tags` are relative
 /// to `src`.
@@ -99,7 +105,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     let additional = match params.additional_tags.as_str() {
         "" => None,
         path => Some(tags::read_additional(
-            &input::contained(src, PathParam::new("params.additional_tags", path))?,
+            &paths::contained(src, PathParam::new("params.additional_tags", path))?,
             &params.tag_prefix,
         )?),
     };
@@ -128,10 +134,10 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
             (what, None, Input::Remote(Box::new(image)))
         }
         (None, Some(package), _) => {
-            let path = input::locate(src, PathParam::new("params.package.path", &package.path))?;
+            let path = paths::locate(src, PathParam::new("params.package.path", &package.path))?;
             let base = match package.base.as_str() {
                 "" => None,
-                glob => Some(input::locate(
+                glob => Some(paths::locate(
                     src,
                     PathParam::new("params.package.base", glob),
                 )?),
@@ -155,12 +161,12 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
             (what, None, Input::Artifact(input))
         }
         (None, None, None) => {
-            let path = input::locate_image(src, &params.image)?;
+            let path = paths::locate_image(src, &params.image)?;
             let loading = path.clone();
-            let input = tokio::task::spawn_blocking(move || Input::load(&loading))
+            let image = tokio::task::spawn_blocking(move || LocalImage::load(&loading))
                 .await
                 .context("the image reading thread failed")??;
-            (path.display().to_string(), Some(path), input)
+            (path.display().to_string(), Some(path), Input::from(image))
         }
     };
     // What a later step (or a human) needs to pull exactly this build.
@@ -171,12 +177,6 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
 
     let endpoint = Endpoint::connect(source, Access::Push).await?;
     let (client, repository) = (&endpoint.client, &endpoint.repository);
-    if let Some(bytes) = std::env::var(CHUNK_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        client.set_upload_chunk_bytes(bytes);
-    }
     let mount_from = mount_source(&input, origin_of.as_deref(), repository);
     let existing = if tag_request.wants_aliases()? {
         existing_tags(client, repository)
@@ -199,7 +199,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     };
     let pushed = pusher.push(input, &tags).await;
     progress.finish();
-    let digest = pushed.context("pushing image failed")?;
+    let (pushed, digest) = pushed.context("pushing image failed")?;
     tracing::info!("pushed {}@{digest}", endpoint.name);
     let mut metadata = vec![
         MetadataField::new("repository", &endpoint.name),
@@ -207,7 +207,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
     ];
     if let Some(signer) = &signer {
         let signed = pusher
-            .sign(signer, &repository.to_string(), &digest)
+            .sign(signer, &repository.to_string(), &digest, &pushed)
             .await
             .with_context(|| format!("signing {}@{digest} (it was pushed)", endpoint.name))?;
         metadata.push(MetadataField::new("signed", signed.len().to_string()));
@@ -237,7 +237,7 @@ pub async fn promote(
     destination: &crate::source::Source,
     tags: &[String],
     referrers: bool,
-) -> anyhow::Result<crate::image::Digest> {
+) -> anyhow::Result<Digest> {
     let image = copy::RemoteImage::read(origin, target, referrers).await?;
     let endpoint = Endpoint::connect(destination, Access::Push).await?;
     let input = Input::Remote(Box::new(image));
@@ -251,7 +251,47 @@ pub async fn promote(
     };
     let pushed = pusher.push(input, tags).await;
     progress.finish();
-    pushed
+    Ok(pushed?.1)
+}
+
+/// An image to push.
+#[derive(Debug)]
+enum Input {
+    Layout(LayoutImage),
+    DockerSave(DockerSaveImage),
+    /// `params.package`: a directory packed into an image on the way.
+    Package(PackageImage),
+    /// `params.artifact`: files pushed as an OCI artifact.
+    Artifact(ArtifactInput),
+    /// `params.copy`: an image of another repository.
+    Remote(Box<RemoteImage>),
+}
+
+impl From<LocalImage> for Input {
+    fn from(image: LocalImage) -> Self {
+        match image {
+            LocalImage::Layout(layout) => Input::Layout(layout),
+            LocalImage::DockerSave(image) => Input::DockerSave(image),
+        }
+    }
+}
+
+impl Pusher<'_> {
+    /// Pushes `input` by its recipe, then tags it: what was pushed, and
+    /// the digest the registry serves for the first tag. A copy must be
+    /// served as the origin's digest.
+    async fn push(&self, input: Input, tags: &[String]) -> anyhow::Result<(Pushed, Digest)> {
+        let exact = matches!(input, Input::Remote(_));
+        let pushed = match input {
+            Input::Layout(layout) => self.push_layout(layout).await?,
+            Input::DockerSave(image) => Pushed::single(self.push_docker_save(&image, tags).await?),
+            Input::Package(package) => Pushed::single(self.push_package(package).await?),
+            Input::Artifact(artifact) => Pushed::single(self.push_artifact(artifact).await?),
+            Input::Remote(remote) => self.push_remote(*remote).await?,
+        };
+        let served = self.tag(&pushed, tags, exact).await?;
+        Ok((pushed, served))
+    }
 }
 
 /// A repository of `destination`'s registry the input's blobs may be
@@ -264,7 +304,7 @@ fn mount_source(
 ) -> Option<String> {
     let origin = match input {
         Input::Remote(image) => Some(image.origin.repository.clone()),
-        _ => origin_path.and_then(input::origin_repository),
+        _ => origin_path.and_then(paths::origin_repository),
     };
     origin
         .filter(|origin| origin.api_host() == destination.api_host())

@@ -10,17 +10,23 @@
 //! digest) and uploaded in one streaming pass; the config, which names the
 //! `diff_id`, follows it.
 
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use bytes::Bytes;
+
 use super::archive::{self, ArchiveKind};
 use super::base::{self, BaseImage};
-use crate::image::digest::{Algorithm, HashingWriter};
-use crate::image::tree_layer::{self, TreeStats};
+use super::blob_source::{BlobData, LocalBlob};
+use super::push::{Job, Pusher};
+use super::tree_blob::TreeBlob;
+pub use super::tree_blob::gzip_tree;
+use crate::image::digest::Algorithm;
+use crate::image::tree::RawManifest;
+use crate::image::tree_layer;
 use crate::image::{Digest, media_type};
 use crate::source::PackageParams;
 
@@ -34,31 +40,6 @@ pub struct PackageImage {
     pub base: Option<BaseImage>,
     /// Where an archive was unpacked; removed with the package.
     _unpacked: Option<tempfile::TempDir>,
-}
-
-/// The layer's source: a tree packed on demand (again, identically, when an
-/// upload starts over). Packing records the uncompressed layer's digest.
-#[derive(Debug)]
-pub struct TreeBlob {
-    pub root: PathBuf,
-    pub prefix: PathBuf,
-    pub mtime: u64,
-    pub stats: TreeStats,
-    diff_id: Mutex<Option<Digest>>,
-}
-
-impl TreeBlob {
-    /// The uncompressed layer's digest, once it has been packed.
-    pub fn diff_id(&self) -> Option<Digest> {
-        self.diff_id
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub fn set_diff_id(&self, digest: Digest) {
-        *self.diff_id.lock().unwrap_or_else(PoisonError::into_inner) = Some(digest);
-    }
 }
 
 impl PackageImage {
@@ -113,13 +94,7 @@ impl PackageImage {
             None => config(params, mtime)?,
         };
         Ok(PackageImage {
-            layer: Arc::new(TreeBlob {
-                root: path.to_path_buf(),
-                prefix,
-                mtime,
-                stats,
-                diff_id: Mutex::new(None),
-            }),
+            layer: Arc::new(TreeBlob::new(path.to_path_buf(), prefix, mtime, stats)),
             config,
             base,
             _unpacked: unpacked,
@@ -175,44 +150,6 @@ impl PackageImage {
         manifest["config"]["size"] = json!(config.1);
         Ok(serde_json::to_vec(&manifest)?)
     }
-}
-
-/// Writes the tree under `root` (see [`tree_layer::write_tree`]) to `out`
-/// gzipped, in one pass: packed on one thread into a pipe, compressed on
-/// others by the deterministic `gzip`, calling `read` with the count of each
-/// block of tar consumed. Returns the uncompressed layer's digest (its
-/// `diff_id`).
-pub fn gzip_tree(
-    root: &Path,
-    prefix: &Path,
-    mtime: u64,
-    out: &mut impl Write,
-    read: impl Fn(u64),
-) -> io::Result<Digest> {
-    let (mut reader, writer) = io::pipe()?;
-    std::thread::scope(|scope| {
-        let packer = scope.spawn(move || -> anyhow::Result<Digest> {
-            let mut hashed = HashingWriter::new(
-                io::BufWriter::with_capacity(256 << 10, writer),
-                Algorithm::Sha256,
-            );
-            tree_layer::write_tree(root, prefix, mtime, &mut hashed)?;
-            let (_, digest, _) = hashed.finish()?;
-            Ok(digest)
-        });
-        let compressed = super::gzip::compress(&mut reader, out, super::gzip::cores(), read);
-        // A compressor that stopped early must not leave the packer
-        // blocked on a full pipe.
-        drop(reader);
-        let packed = packer
-            .join()
-            .map_err(|_| io::Error::other("the packing thread failed"))?;
-        // The packer's error is the cause (a file that vanished), the
-        // compressor's only its echo (a pipe that ended early).
-        let diff_id = packed.map_err(|e| io::Error::other(format!("{e:#}")))?;
-        compressed?;
-        Ok(diff_id)
-    })
 }
 
 /// `SOURCE_DATE_EPOCH` (a non-negative integer), else 0.
@@ -338,6 +275,85 @@ fn settings(params: &PackageParams) -> anyhow::Result<serde_json::Map<String, Va
 
 fn non_empty<'a>(value: &'a str, default: &'a str) -> &'a str {
     if value.is_empty() { default } else { value }
+}
+
+impl Pusher<'_> {
+    /// A packed directory: the base image's blobs (if any) and the layer
+    /// (packed, gzipped, hashed and uploaded in one pass), then the config
+    /// that names its `diff_id`, then a manifest: the base's with one more
+    /// layer, or a new one.
+    pub(super) async fn push_package(&self, package: PackageImage) -> anyhow::Result<RawManifest> {
+        let base_manifest = match &package.base {
+            None => None,
+            Some(base) => Some(self.push_base(base).await?),
+        };
+        let layer = self
+            .upload(vec![Job {
+                expected: None,
+                source: LocalBlob::new(
+                    BlobData::Tree(package.layer.clone()),
+                    Algorithm::Sha256,
+                    "package layer",
+                    self.progress,
+                ),
+            }])
+            .await?
+            .remove(0);
+        let diff_id = package
+            .layer
+            .diff_id()
+            .context("the layer was uploaded without being packed")?;
+        let config = Bytes::from(package.config_bytes(&diff_id));
+        let config_digest = Digest::sha256_of(&config);
+        let config_size = config.len() as u64;
+        self.upload(vec![self.memory_job(config, &config_digest, "config")])
+            .await?;
+        let (bytes, manifest_type) = match base_manifest {
+            None => (
+                PackageImage::manifest_bytes(
+                    (&config_digest, config_size),
+                    (&layer.digest, layer.size),
+                ),
+                media_type::OCI_MANIFEST.to_owned(),
+            ),
+            Some(base) => {
+                let bytes = PackageImage::manifest_on_base(
+                    &base.bytes,
+                    &base.media_type,
+                    (&config_digest, config_size),
+                    (&layer.digest, layer.size),
+                )?;
+                (bytes, base.media_type)
+            }
+        };
+        Ok(RawManifest::new(bytes, manifest_type))
+    }
+
+    /// Gets a package's base image into the repository: its manifest
+    /// (not pushed itself).
+    async fn push_base(&self, base: &BaseImage) -> anyhow::Result<RawManifest> {
+        match base {
+            BaseImage::Layout {
+                manifest, blobs, ..
+            } => {
+                let total = blobs.len() - 1;
+                let jobs = blobs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, blob)| {
+                        let label = match i {
+                            0 => "base config".to_owned(),
+                            _ => format!("base layer {i}/{total}"),
+                        };
+                        self.layout_job(blob, &label)
+                    })
+                    .collect();
+                self.upload(jobs).await?;
+                Ok(manifest.clone())
+            }
+            BaseImage::DockerSave { image, .. } => self.push_docker_save(image, &[]).await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! and Ed25519's always are, so signing the same digest again with the same
 //! key makes the same layer (left as it is) or the same bundle manifest.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
@@ -17,9 +16,9 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::artifact::{EMPTY_JSON, empty_descriptor};
-use super::input::PathParam;
-use super::push::Pusher;
-use crate::image::manifest::parse_index;
+use super::paths::PathParam;
+use super::push::{Pushed, Pusher};
+use crate::image::tree::{ImageTree, RawManifest};
 use crate::image::{Digest, media_type};
 use crate::reference::Target;
 use crate::sign::payload::{
@@ -29,8 +28,6 @@ use crate::sign::payload::{
 use crate::sign::{BUNDLE_MEDIA_TYPE, PrivateKey, signature_tag};
 use crate::source::SignParams;
 
-/// Manifests signed by one put at most (an index's children included).
-const MAX_SIGNED: usize = 1000;
 /// The password variable cosign reads.
 const COSIGN_PASSWORD: &str = "COSIGN_PASSWORD";
 
@@ -73,7 +70,7 @@ impl Signer {
         let pem = if key.contains("-----BEGIN") || key.contains('\n') {
             key.to_owned()
         } else {
-            let path = super::input::locate(src, PathParam::secret("params.sign.key", key))?;
+            let path = super::paths::locate(src, PathParam::secret("params.sign.key", key))?;
             std::fs::read_to_string(&path).map_err(|e| {
                 anyhow!(
                     "params.sign.key: the file it names cannot be read as text ({})",
@@ -107,35 +104,35 @@ fn password(params: &SignParams) -> anyhow::Result<String> {
 }
 
 impl Pusher<'_> {
-    /// Signs `top` and every manifest below it; the digests signed.
-    /// `reference` is the repository the signatures name (cosign's
-    /// `docker-reference`).
+    /// Signs what a put pushed: the top manifest and every manifest
+    /// below it; the digests signed. `served` is the digest the tag is
+    /// served as: when the registry serves another than the one pushed,
+    /// that one is read back and signed instead. `reference` is the
+    /// repository the signatures name (cosign's `docker-reference`).
     pub async fn sign(
         &self,
         signer: &Signer,
         reference: &str,
-        top: &Digest,
+        served: &Digest,
+        pushed: &Pushed,
     ) -> anyhow::Result<Vec<Digest>> {
-        let mut queue = vec![top.clone()];
-        let mut signed = Vec::new();
-        let mut seen = HashSet::new();
-        while let Some(digest) = queue.pop() {
-            if !seen.insert(digest.clone()) {
-                continue;
-            }
-            if signed.len() == MAX_SIGNED {
-                bail!("more than {MAX_SIGNED} manifests to sign under {top}");
-            }
-            let manifest = self
+        let read_back;
+        let manifests: Vec<&RawManifest> = if *served == pushed.top.digest {
+            std::iter::once(&pushed.top)
+                .chain(&pushed.children)
+                .collect()
+        } else {
+            let top = self
                 .client
-                .get_manifest(self.repo, &Target::Digest(digest.clone()))
+                .get_manifest(self.repo, &Target::Digest(served.clone()))
                 .await?
-                .with_context(|| format!("{}@{digest} was pushed but is not found", self.repo))?;
-            if media_type::is_index(&manifest.media_type) {
-                for child in parse_index(&manifest.bytes)?.manifests.iter().rev() {
-                    queue.push(child.digest()?);
-                }
-            }
+                .with_context(|| format!("{}@{served} was pushed but is not found", self.repo))?;
+            read_back = ImageTree::read(&self.client.manifests_of(self.repo), top).await?;
+            read_back.manifests().collect()
+        };
+        let mut signed = Vec::with_capacity(manifests.len());
+        for manifest in manifests {
+            let digest = manifest.digest.clone();
             match signer.format {
                 SignFormat::Tag => self.sign_in_tag(signer, reference, &digest).await?,
                 SignFormat::Bundle => {

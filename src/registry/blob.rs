@@ -2,7 +2,7 @@
 //! against their digest.
 
 use anyhow::{anyhow, bail};
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, header};
 use url::Url;
 
 use super::client::RegistryClient;
@@ -46,11 +46,7 @@ impl RegistryClient {
             .run(&what, || async {
                 let url = self.blob_url(repo, digest).await?;
                 let response = self.send_once(Method::GET, url, repo.path(), |r| r).await?;
-                if response.status() != StatusCode::OK {
-                    return Err(anyhow!(
-                        StatusError::from_response(Method::GET, response).await
-                    ));
-                }
+                let response = StatusError::expect(response, &[StatusCode::OK]).await?;
                 let bytes = read_limited(response, limit).await?;
                 if !digest.matches(&bytes) {
                     bail!("blob {repo}@{digest} does not match its digest");
@@ -58,6 +54,37 @@ impl RegistryClient {
                 Ok(bytes)
             })
             .await
+    }
+}
+
+impl RegistryClient {
+    /// Whether the repository has a blob (`HEAD`).
+    pub async fn blob_exists(&self, repo: &Repository, digest: &Digest) -> anyhow::Result<bool> {
+        Ok(self.blob_size(repo, digest).await?.is_some())
+    }
+
+    /// A blob's size as the registry states it (`HEAD`), `None` when the
+    /// repository does not have it.
+    pub async fn blob_size(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> anyhow::Result<Option<u64>> {
+        let url = self.blob_url(repo, digest).await?;
+        let response = self.send(Method::HEAD, url, repo.path(), |r| r).await?;
+        let response =
+            StatusError::expect(response, &[StatusCode::OK, StatusCode::NOT_FOUND]).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(
+            response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
+        ))
     }
 }
 
@@ -146,9 +173,7 @@ impl RegistryClient {
                     }
                 }
                 _ => {
-                    return Err(anyhow!(
-                        StatusError::from_response(Method::GET, response).await
-                    ));
+                    return Err(anyhow!(StatusError::from_response(response).await));
                 }
             };
             // Why this answer stopped short, and whether to go on: a body
@@ -186,19 +211,11 @@ impl RegistryClient {
             if blob.received > from {
                 attempts.progressed();
             }
-            let attempt = attempts.attempt();
-            let Some(delay) = resumable.and_then(|t| attempts.next_delay(&t)) else {
-                return Err(error.context(format!(
-                    "GET blob {digest}: giving up after {attempt} attempts"
-                )));
-            };
-            tracing::warn!(
-                "blob {digest}: {error:#} after {} of {size} bytes; resuming in {} ms (attempt {attempt} of {})",
-                blob.received,
-                delay.as_millis(),
-                policy.max_attempts
+            let what = format!(
+                "GET blob {digest} ({} of {size} bytes received)",
+                blob.received
             );
-            tokio::time::sleep(delay).await;
+            attempts.wait(error, resumable, &what, "resuming").await?;
         }
         let actual = blob.hasher.finish();
         if actual != *digest {

@@ -38,13 +38,42 @@ struct ErrorEntry {
     message: String,
 }
 
+/// The answers that mean "stored" to a PUT (the spec says 201; registries
+/// also answer 200, 202 or 204).
+pub const STORED: &[StatusCode] = &[
+    StatusCode::CREATED,
+    StatusCode::OK,
+    StatusCode::ACCEPTED,
+    StatusCode::NO_CONTENT,
+];
+
 /// What is read of an error response: enough for the registry's JSON error
 /// list, never what a hostile server would like to send.
 pub const MAX_ERROR_BODY: usize = 64 << 10;
 
 impl StatusError {
-    /// Reads the rest of `response` to build the error.
-    pub async fn from_response(method: Method, response: reqwest::Response) -> Self {
+    /// `response` when its status is one of `expected`; otherwise the
+    /// registry's error, read from it. The one status check of every
+    /// request whose answers are not told apart further.
+    pub async fn expect(
+        response: reqwest::Response,
+        expected: &[StatusCode],
+    ) -> anyhow::Result<reqwest::Response> {
+        if expected.contains(&response.status()) {
+            Ok(response)
+        } else {
+            Err(anyhow::Error::new(Self::from_response(response).await))
+        }
+    }
+
+    /// Reads the rest of `response` to build the error (the request's
+    /// method is the one `http::send_and_wait` recorded on it).
+    pub async fn from_response(response: reqwest::Response) -> Self {
+        let method = response
+            .extensions()
+            .get::<Method>()
+            .cloned()
+            .unwrap_or(Method::GET);
         let status = response.status();
         let path = response.url().path().to_owned();
         let retry_after = response
@@ -123,6 +152,20 @@ pub fn excerpt(body: &[u8]) -> String {
         line.push('…');
     }
     line
+}
+
+/// An error with all its causes on one line, without the repeats reqwest's
+/// chain carries (it hides the useful part, such as "invalid peer
+/// certificate", deep in its source chain).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]

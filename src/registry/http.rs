@@ -70,6 +70,7 @@ pub async fn read_or_stall<T>(read: impl Future<Output = T>) -> std::io::Result<
 pub async fn send_and_wait(request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
     let (client, request) = request.build_split();
     let mut request = request.map_err(reqwest::Error::without_url)?;
+    let method = request.method().clone();
     let sent = Arc::new(Notify::new());
     match request.body_mut().take() {
         Some(body) => {
@@ -84,7 +85,10 @@ pub async fn send_and_wait(request: reqwest::RequestBuilder) -> anyhow::Result<r
         answer = &mut answer => answer,
         () = sent.notified() => read_or_stall(&mut answer).await?,
     };
-    Ok(answer.map_err(reqwest::Error::without_url)?)
+    let mut response = answer.map_err(reqwest::Error::without_url)?;
+    // Kept for the error a status becomes (`StatusError::from_response`).
+    response.extensions_mut().insert(method);
+    Ok(response)
 }
 
 /// A request body that says when its last byte was handed to the

@@ -8,18 +8,24 @@
 //! path this resource needs, so the ~dozen endpoints are spoken here directly.
 
 pub mod blob;
+pub mod blob_reader;
+pub mod blob_stream;
+pub mod chunking;
 pub mod client;
 pub mod error;
 // HTTP plumbing shared with `auth/` (bounded reads, the client builder,
 // timeouts): crate-internal, not a library interface.
 pub(crate) mod http;
 pub mod manifest;
+pub mod policy;
 pub mod referrers;
 pub mod retry;
+mod session;
 pub mod tags;
 pub mod upload;
+mod upload_whole;
 
+pub use blob_stream::{BlobSource, Piece};
 pub use client::{ClientOptions, RegistryClient};
 pub use error::StatusError;
-pub use manifest::Manifest;
-pub use upload::{BlobSource, Piece, UploadOutcome, UploadRequest};
+pub use upload::{UploadOutcome, UploadRequest};

@@ -54,6 +54,19 @@ impl RegistryClient {
                 r.header(header::ACCEPT, media_type::OCI_INDEX)
             })
             .await?;
+        // What a registry without the API answers, besides 200 with
+        // something other than an index.
+        let response = StatusError::expect(
+            response,
+            &[
+                StatusCode::OK,
+                StatusCode::NOT_FOUND,
+                StatusCode::BAD_REQUEST,
+                StatusCode::METHOD_NOT_ALLOWED,
+                StatusCode::NOT_ACCEPTABLE,
+            ],
+        )
+        .await?;
         let is_index = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -64,14 +77,7 @@ impl RegistryClient {
                 let bytes = super::http::read_limited(response, MAX_REFERRERS_BYTES).await?;
                 Ok(Some(descriptors(&bytes)?))
             }
-            StatusCode::OK
-            | StatusCode::NOT_FOUND
-            | StatusCode::BAD_REQUEST
-            | StatusCode::METHOD_NOT_ALLOWED
-            | StatusCode::NOT_ACCEPTABLE => Ok(None),
-            _ => Err(anyhow!(
-                StatusError::from_response(Method::GET, response).await
-            )),
+            _ => Ok(None),
         }
     }
 }

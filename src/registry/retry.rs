@@ -59,20 +59,45 @@ impl<'a> Attempts<'a> {
         }
     }
 
-    /// The attempt under way, from 1.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
     /// The last attempt moved bytes: count afresh from here.
     pub fn progressed(&mut self) {
         self.attempt = 1;
         self.since = Instant::now();
     }
 
+    /// After a failed attempt of `what`: when `transient` allows another
+    /// (the error is transient, attempts and budget are left), logs it and
+    /// what comes `next` ("retrying", "resuming"), sleeps the policy's
+    /// delay and gives the error back (`Ok`) for the caller to go on with; otherwise the error to fail with (`Err`),
+    /// saying after how many attempts a transient one gave up. The one
+    /// "wait or give up" of every retry loop: requests, blob resumes,
+    /// upload chunks.
+    pub async fn wait(
+        &mut self,
+        error: anyhow::Error,
+        transient: Option<Transient>,
+        what: &str,
+        next: &str,
+    ) -> Result<anyhow::Error, anyhow::Error> {
+        let Some(transient) = transient else {
+            return Err(error);
+        };
+        let attempt = self.attempt;
+        let Some(delay) = self.next_delay(&transient) else {
+            return Err(error.context(format!("{what}: giving up after {attempt} attempts")));
+        };
+        tracing::warn!(
+            "{what}: transient error: {error:#}; {next} in {} ms (attempt {attempt} of {})",
+            delay.as_millis(),
+            self.policy.max_attempts
+        );
+        tokio::time::sleep(delay).await;
+        Ok(error)
+    }
+
     /// After a transient failure: how long to wait before the next attempt,
     /// or `None` when the attempts or the budget are spent.
-    pub fn next_delay(&mut self, transient: &Transient) -> Option<Duration> {
+    fn next_delay(&mut self, transient: &Transient) -> Option<Duration> {
         let delay = transient
             .retry_after
             .map(|d| d.min(self.policy.max_delay))
@@ -107,19 +132,8 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
             };
-            let Some(transient) = classify(&error) else {
-                return Err(error);
-            };
-            let attempt = attempts.attempt();
-            let Some(delay) = attempts.next_delay(&transient) else {
-                return Err(error.context(format!("{what}: giving up after {attempt} attempts")));
-            };
-            tracing::warn!(
-                "{what}: transient error: {error:#}; retrying in {} ms (attempt {attempt} of {})",
-                delay.as_millis(),
-                self.max_attempts
-            );
-            tokio::time::sleep(delay).await;
+            let transient = classify(&error);
+            attempts.wait(error, transient, what, "retrying").await?;
         }
     }
 

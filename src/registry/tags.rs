@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use url::Url;
@@ -107,11 +107,7 @@ impl RegistryClient {
         let response = self
             .send_once_scoped(Method::GET, url.clone(), scopes, |r| r)
             .await?;
-        if response.status() != StatusCode::OK {
-            return Err(anyhow!(
-                StatusError::from_response(Method::GET, response).await
-            ));
-        }
+        let response = StatusError::expect(response, &[StatusCode::OK]).await?;
         let next = response
             .headers()
             .get_all(header::LINK)

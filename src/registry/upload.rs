@@ -13,12 +13,8 @@
 //!   failed chunk, the upload's status (`GET <location>` → `Range`) says how
 //!   much the registry committed; an answer outside the chunk being sent
 //!   starts the blob over in a new session instead of re-sending on its word;
-//! - a monolithic upload, one `PUT <location>?digest=` with the whole blob
-//!   as its body (the spec's), on registries that refuse chunks (405, or
-//!   another refusal of a `PATCH`; Google Artifact Registry takes no
-//!   chunks), remembered for the rest of the run. A blob whose digest is
-//!   only known once produced is produced twice: once to hash it, once to
-//!   send it;
+//! - a monolithic upload (`upload_whole.rs`) on registries that refuse
+//!   chunks, remembered for the rest of the run;
 //! - after chunks, `PUT <location>?digest=` to commit; an abandoned upload
 //!   is cancelled with `DELETE`.
 //!
@@ -26,92 +22,26 @@
 //! blob whose digest is only known once it has been produced (a layer
 //! compressed on the way) is uploaded in the same pass.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, Response, StatusCode, header};
 use tokio::sync::mpsc;
 use url::Url;
 
+use super::blob_stream::{BlobSource, Piece, fill_chunk};
+use super::chunking::MAX_CHUNK_BYTES;
 use super::client::RegistryClient;
-use super::error::StatusError;
+use super::error::{STORED, StatusError};
 use super::retry::classify;
 use crate::auth::{Access, repository_scope};
 use crate::image::Digest;
 use crate::reference::Repository;
 
-/// Bytes per `PATCH`. Each upload holds two chunks (one being sent until it
-/// is acknowledged, the next filling), so this times twice the upload
-/// concurrency bounds memory (4 MiB keeps a put of the benchmark image
-/// under 64 MiB RSS; 8 MiB and 16 MiB measured no faster).
-pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
-/// A registry asking for larger chunks (`OCI-Chunk-Min-Length`) than this
-/// gets the whole blob in one monolithic `PUT` instead: chunks are held in
-/// memory until acknowledged.
-const MAX_CHUNK_BYTES: usize = 64 << 20;
-/// AWS ECR's smallest upload part, except the last: 5 MiB (tart#273, the
-/// ECR quotas page). Its registries get at least this much per `PATCH`.
-pub const ECR_MIN_CHUNK_BYTES: usize = 5 << 20;
 /// Times one blob's upload starts over from its first byte.
 const MAX_RESTARTS: u32 = 3;
-const OCTET_STREAM: &str = "application/octet-stream";
-
-/// How this client uploads; shared by its concurrent uploads.
-#[derive(Debug)]
-pub struct UploadSettings {
-    chunk_bytes: AtomicUsize,
-    /// Cleared once the registry has shown it does not take chunks.
-    chunked: AtomicBool,
-    /// The smallest chunk the registry's kind is known to take (ECR's).
-    host_min_chunk: usize,
-}
-
-impl UploadSettings {
-    /// The settings for a registry at `host` (`host[:port]`).
-    pub fn for_host(host: &str) -> Self {
-        UploadSettings {
-            chunk_bytes: AtomicUsize::new(DEFAULT_CHUNK_BYTES),
-            chunked: AtomicBool::new(true),
-            host_min_chunk: if crate::auth::ecr::is_ecr_host(host) {
-                ECR_MIN_CHUNK_BYTES
-            } else {
-                0
-            },
-        }
-    }
-
-    /// Bytes per chunk for a session whose registry asked for `session_min`.
-    fn chunk_for(&self, session_min: usize) -> usize {
-        self.chunk_bytes
-            .load(Ordering::Relaxed)
-            .max(self.host_min_chunk)
-            .max(session_min)
-    }
-}
-
-/// One message from a blob's producer.
-#[derive(Debug)]
-pub enum Piece {
-    /// The next bytes.
-    Data(Bytes),
-    /// Everything was produced: the digest and size of what was sent.
-    End {
-        /// The digest of everything produced.
-        digest: Digest,
-        /// The number of bytes produced.
-        size: u64,
-    },
-}
-
-/// Where a blob's bytes come from. Every `open` starts again at byte 0 (an
-/// upload the registry lost is sent again from the start).
-pub trait BlobSource: Send + Sync {
-    /// A fresh stream of the blob's bytes, from the first.
-    fn open(&self) -> mpsc::Receiver<anyhow::Result<Piece>>;
-}
+pub(super) const OCTET_STREAM: &str = "application/octet-stream";
 
 /// One blob to upload.
 pub struct UploadRequest<'a> {
@@ -146,34 +76,8 @@ pub struct UploadOutcome {
     pub transfer: Transfer,
 }
 
-/// Fills `buffer` up to `chunk_bytes` from the stream (starting with what
-/// `carry` holds of the previous piece); the blob's digest and size once
-/// the stream ended.
-async fn fill_chunk(
-    stream: &mut mpsc::Receiver<anyhow::Result<Piece>>,
-    carry: &mut Bytes,
-    buffer: &mut BytesMut,
-    chunk_bytes: usize,
-) -> Result<Option<(Digest, u64)>, Failure> {
-    loop {
-        if !carry.is_empty() {
-            let take = carry.len().min(chunk_bytes - buffer.len());
-            buffer.extend_from_slice(&carry.split_to(take));
-        }
-        if buffer.len() == chunk_bytes {
-            return Ok(None);
-        }
-        match stream.recv().await {
-            Some(Ok(Piece::Data(bytes))) => *carry = bytes,
-            Some(Ok(Piece::End { digest, size })) => return Ok(Some((digest, size))),
-            Some(Err(e)) => return Err(Failure::Fatal(e)),
-            None => return Err(Failure::Fatal(anyhow!("the blob source stopped early"))),
-        }
-    }
-}
-
 /// Why an upload attempt stopped.
-enum Failure {
+pub(super) enum Failure {
     /// The registry lost or refused the upload session: start over.
     Restart(anyhow::Error),
     Fatal(anyhow::Error),
@@ -190,43 +94,6 @@ enum Opened {
 }
 
 impl RegistryClient {
-    /// Bytes per chunked `PATCH` (a registry's `OCI-Chunk-Min-Length` wins).
-    pub fn set_upload_chunk_bytes(&self, bytes: usize) {
-        self.uploads
-            .chunk_bytes
-            .store(bytes.clamp(1, MAX_CHUNK_BYTES), Ordering::Relaxed);
-    }
-
-    /// Whether the repository has a blob (`HEAD`).
-    pub async fn blob_exists(&self, repo: &Repository, digest: &Digest) -> anyhow::Result<bool> {
-        Ok(self.blob_size(repo, digest).await?.is_some())
-    }
-
-    /// A blob's size as the registry states it (`HEAD`), `None` when the
-    /// repository does not have it.
-    pub async fn blob_size(
-        &self,
-        repo: &Repository,
-        digest: &Digest,
-    ) -> anyhow::Result<Option<u64>> {
-        let url = self.blob_url(repo, digest).await?;
-        let response = self.send(Method::HEAD, url, repo.path(), |r| r).await?;
-        match response.status() {
-            StatusCode::OK => Ok(Some(
-                response
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0),
-            )),
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(anyhow!(
-                StatusError::from_response(Method::HEAD, response).await
-            )),
-        }
-    }
-
     /// Gets one blob into `repo`: skipped if present, mounted if possible,
     /// else uploaded (see the module documentation).
     pub async fn upload_blob(
@@ -303,9 +170,14 @@ impl RegistryClient {
                 })
             })
             .await?;
+        let opened: &[StatusCode] = match mount {
+            Some(_) => &[StatusCode::CREATED, StatusCode::ACCEPTED],
+            None => &[StatusCode::ACCEPTED],
+        };
+        let response = StatusError::expect(response, opened).await?;
         match response.status() {
-            StatusCode::CREATED if mount.is_some() => Ok(Opened::Mounted),
-            StatusCode::ACCEPTED => {
+            StatusCode::CREATED => Ok(Opened::Mounted),
+            _ => {
                 let min_chunk = response
                     .headers()
                     .get("oci-chunk-min-length")
@@ -319,9 +191,6 @@ impl RegistryClient {
                     min_chunk,
                 }))
             }
-            _ => Err(anyhow!(
-                StatusError::from_response(Method::POST, response).await
-            )),
         }
     }
 
@@ -334,7 +203,7 @@ impl RegistryClient {
     ) -> Result<UploadOutcome, Failure> {
         let mut location = session.location;
         let chunk = self.uploads.chunk_for(session.min_chunk);
-        let chunked = self.uploads.chunked.load(Ordering::Relaxed) && chunk <= MAX_CHUNK_BYTES;
+        let chunked = self.uploads.chunked() && chunk <= MAX_CHUNK_BYTES;
         if !chunked {
             let sent = self.send_monolithic(repo, &location, request).await;
             if sent.is_err() {
@@ -395,7 +264,7 @@ impl RegistryClient {
             if let Some(chunk) = sending.take() {
                 offset += chunk.len() as u64;
             }
-            let end = filled?;
+            let end = filled.map_err(Failure::Fatal)?;
             if buffer.is_empty() {
                 match end {
                     Some(end) => return Ok(end),
@@ -451,7 +320,7 @@ impl RegistryClient {
                         }
                         return Ok(());
                     }
-                    let error = anyhow!(StatusError::from_response(Method::PATCH, response).await);
+                    let error = anyhow!(StatusError::from_response(response).await);
                     return Err(match status.as_u16() {
                         401 | 403 => Failure::Fatal(error),
                         // Lost or out of step: a fresh upload.
@@ -463,7 +332,7 @@ impl RegistryClient {
                                 "{}: chunked upload refused ({error:#}); sending whole blobs",
                                 self.host()
                             );
-                            self.uploads.chunked.store(false, Ordering::Relaxed);
+                            self.uploads.refuse_chunks();
                             Failure::Restart(error)
                         }
                         _ => Failure::Fatal(error),
@@ -471,27 +340,24 @@ impl RegistryClient {
                 }
                 Err(e) => e,
             };
-            let Some(transient) = classify(&error) else {
-                return Err(Failure::Fatal(error));
-            };
-            let attempt = attempts.attempt();
-            let Some(delay) = attempts.next_delay(&transient) else {
-                return Err(Failure::Fatal(error.context(format!(
-                    "PATCH {}: giving up after {attempt} attempts",
-                    location.path()
-                ))));
-            };
-            tracing::warn!(
-                "upload chunk {from}-{} to {repo}: {error:#}; asking the registry where it stands",
-                end - 1
-            );
-            tokio::time::sleep(delay).await;
+            let transient = classify(&error);
+            let what = format!("PATCH {} (bytes {from}-{})", location.path(), end - 1);
+            let error = attempts
+                .wait(
+                    error,
+                    transient,
+                    &what,
+                    "asking the registry where it stands",
+                )
+                .await
+                .map_err(Failure::Fatal)?;
+            // Where the registry stands decides what is sent next.
             let committed = self
                 .upload_status(repo, location, start)
                 .await
                 .map_err(|lost| {
                     // The session is gone: say what broke it, too.
-                    Failure::Restart(lost.context(super::client::one_line(&error)))
+                    Failure::Restart(lost.context(super::error::one_line(&error)))
                 })?;
             if committed == end {
                 return Ok(());
@@ -519,11 +385,8 @@ impl RegistryClient {
         let response = self
             .send(Method::GET, location.clone(), repo.path(), |r| r)
             .await?;
-        if !matches!(response.status(), StatusCode::NO_CONTENT | StatusCode::OK) {
-            return Err(anyhow!(
-                StatusError::from_response(Method::GET, response).await
-            ));
-        }
+        let response =
+            StatusError::expect(response, &[StatusCode::NO_CONTENT, StatusCode::OK]).await?;
         if let Some(next) = location_of(location, &response)? {
             *location = next;
         }
@@ -538,83 +401,6 @@ impl RegistryClient {
             None => 0,
             Some(0) => chunk_start.min(1),
             Some(last) => last + 1,
-        })
-    }
-
-    /// The spec's monolithic upload: one `PUT <location>?digest=` with the
-    /// whole blob as its body, streamed from the source with its length.
-    /// The digest goes in the URL, so a blob not known in advance is
-    /// produced once to hash it (nothing is kept), then again to send it.
-    async fn send_monolithic(
-        &self,
-        repo: &Repository,
-        location: &Url,
-        request: &UploadRequest<'_>,
-    ) -> Result<UploadOutcome, Failure> {
-        let (digest, size) = match &request.expected {
-            Some(known) => known.clone(),
-            None => drain(request.source.open()).await.map_err(Failure::Fatal)?,
-        };
-        let (pieces, end) = body_stream(request.source.open());
-        let body = Mutex::new(Some(reqwest::Body::wrap_stream(pieces)));
-        let mut url = location.clone();
-        url.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
-        let result = self
-            .send_once(Method::PUT, url, repo.path(), |r| {
-                let r = r.header(header::CONTENT_TYPE, OCTET_STREAM);
-                // The stream can be sent once; a repeat (a renewed token)
-                // sends an empty body, which the registry refuses, and the
-                // blob starts over in a new session.
-                match body.lock().ok().and_then(|mut b| b.take()) {
-                    Some(b) => r.header(header::CONTENT_LENGTH, size).body(b),
-                    None => r.header(header::CONTENT_LENGTH, 0),
-                }
-            })
-            .await;
-        // The stream records its end before it yields its last bytes, so a
-        // body sent whole has its verdict here.
-        // What was sent must be what the URL names: the expected blob, or
-        // what the hashing pass produced.
-        match end.lock().ok().and_then(|mut e| e.take()) {
-            Some(Err(e)) => return Err(Failure::Fatal(e)),
-            Some(Ok((produced, produced_size))) if produced != digest || produced_size != size => {
-                let error = check_expected(request, &produced, produced_size)
-                    .err()
-                    .unwrap_or_else(|| {
-                        anyhow!(
-                            "the blob's source gave other bytes when read again ({produced}, \
-                             not {digest}): it must be deterministic"
-                        )
-                    });
-                return Err(Failure::Fatal(error));
-            }
-            Some(Ok(_)) | None => {}
-        }
-        let response = match result {
-            Ok(r) => r,
-            Err(e) if classify(&e).is_some() => return Err(Failure::Restart(e)),
-            Err(e) => return Err(Failure::Fatal(e)),
-        };
-        let status = response.status();
-        if !matches!(
-            status,
-            StatusCode::CREATED | StatusCode::OK | StatusCode::NO_CONTENT | StatusCode::ACCEPTED
-        ) {
-            let error = anyhow!(StatusError::from_response(Method::PUT, response).await)
-                .context(format!("uploading blob {digest} whole"));
-            return Err(match status.as_u16() {
-                // The session was lost, or the bytes did not hash to the
-                // digest (a source that changed between its two passes is
-                // caught here by the registry): a fresh session.
-                400 | 404 | 416 => Failure::Restart(error),
-                _ => Failure::Fatal(error),
-            });
-        }
-        Ok(UploadOutcome {
-            digest,
-            size,
-            transfer: Transfer::Uploaded,
         })
     }
 
@@ -634,17 +420,13 @@ impl RegistryClient {
                 r.header(header::CONTENT_LENGTH, 0)
             })
             .await?;
-        if matches!(
-            response.status(),
-            StatusCode::CREATED | StatusCode::OK | StatusCode::NO_CONTENT | StatusCode::ACCEPTED
-        ) {
+        let Err(error) = StatusError::expect(response, STORED).await else {
             return Ok(());
-        }
-        let error = StatusError::from_response(Method::PUT, response).await;
+        };
         if self.blob_exists(repo, digest).await.unwrap_or(false) {
             return Ok(());
         }
-        Err(anyhow!(error).context(format!("committing blob {digest}")))
+        Err(error.context(format!("committing blob {digest}")))
     }
 
     /// Best effort: the registry would expire it anyway.
@@ -657,78 +439,12 @@ impl RegistryClient {
     }
 }
 
-/// Where a streamed body records how its source ended: the digest and size
-/// produced, or why it failed.
-type BodyEnd = Arc<Mutex<Option<anyhow::Result<(Digest, u64)>>>>;
-
-/// A request body streaming a source's pieces. It holds one piece back
-/// until it knows what follows, so the source's end is recorded before the
-/// last bytes go out: an HTTP client that stops polling once the declared
-/// length was sent still leaves the verdict.
-fn body_stream(
-    source: mpsc::Receiver<anyhow::Result<Piece>>,
-) -> (
-    impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    BodyEnd,
-) {
-    struct State {
-        source: Option<mpsc::Receiver<anyhow::Result<Piece>>>,
-        held: Option<Bytes>,
-        end: BodyEnd,
-    }
-    let end: BodyEnd = Arc::default();
-    let state = State {
-        source: Some(source),
-        held: None,
-        end: end.clone(),
-    };
-    let stream = futures_util::stream::unfold(state, |mut state| async move {
-        loop {
-            let source = state.source.as_mut()?;
-            let verdict = match source.recv().await {
-                Some(Ok(Piece::Data(bytes))) => {
-                    if bytes.is_empty() {
-                        continue;
-                    }
-                    match state.held.replace(bytes) {
-                        Some(previous) => return Some((Ok(previous), state)),
-                        None => continue,
-                    }
-                }
-                Some(Ok(Piece::End { digest, size })) => Ok((digest, size)),
-                Some(Err(e)) => Err(e),
-                None => Err(anyhow!("the blob source stopped early")),
-            };
-            state.source = None;
-            let failed = verdict.is_err();
-            if let Ok(mut slot) = state.end.lock() {
-                *slot = Some(verdict);
-            }
-            if failed {
-                let error = std::io::Error::other("the blob source failed");
-                return Some((Err(error), state));
-            }
-            return state.held.take().map(|last| (Ok(last), state));
-        }
-    });
-    (stream, end)
-}
-
-/// Reads a source to its end, keeping nothing: the digest and size of what
-/// it produces.
-async fn drain(mut stream: mpsc::Receiver<anyhow::Result<Piece>>) -> anyhow::Result<(Digest, u64)> {
-    loop {
-        match stream.recv().await {
-            Some(Ok(Piece::Data(_))) => {}
-            Some(Ok(Piece::End { digest, size })) => return Ok((digest, size)),
-            Some(Err(e)) => return Err(e),
-            None => bail!("the blob source stopped early"),
-        }
-    }
-}
-
 /// What was produced must be what the request said it would be.
-fn check_expected(request: &UploadRequest<'_>, digest: &Digest, size: u64) -> anyhow::Result<()> {
+pub(super) fn check_expected(
+    request: &UploadRequest<'_>,
+    digest: &Digest,
+    size: u64,
+) -> anyhow::Result<()> {
     match &request.expected {
         Some((want, want_size)) if want != digest || *want_size != size => Err(anyhow!(
             "blob {want} ({want_size} bytes): the local data does not match its digest \
@@ -751,22 +467,4 @@ fn location_of(request: &Url, response: &Response) -> anyhow::Result<Option<Url>
                 .with_context(|| format!("invalid Location {text:?}"))
         })
         .transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ecr_registries_get_chunks_of_at_least_five_mib() {
-        let ecr = UploadSettings::for_host("123456789012.dkr.ecr.eu-west-1.amazonaws.com");
-        assert_eq!(ecr.chunk_for(0), ECR_MIN_CHUNK_BYTES);
-        ecr.chunk_bytes.store(64 << 10, Ordering::Relaxed);
-        assert_eq!(ecr.chunk_for(0), ECR_MIN_CHUNK_BYTES);
-        assert_eq!(ecr.chunk_for(8 << 20), 8 << 20);
-        let other = UploadSettings::for_host("127.0.0.1:5000");
-        assert_eq!(other.chunk_for(0), DEFAULT_CHUNK_BYTES);
-        other.chunk_bytes.store(64 << 10, Ordering::Relaxed);
-        assert_eq!(other.chunk_for(0), 64 << 10);
-    }
 }

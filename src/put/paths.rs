@@ -1,7 +1,6 @@
 //! `params.image` and every other path parameter of a put: a shell-style
-//! glob under the put's working directory, and what an image path holds
-//! (an OCI layout directory, a docker-save tarball, or an OCI layout
-//! tarball).
+//! glob under the put's working directory. A leaf: the recipes use it, and
+//! it names none of them.
 //!
 //! Every path a put reads stays inside the directory it was given: a
 //! pattern with a `..` component is refused before globbing, and each
@@ -13,23 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use super::docker_save::{self, DockerSaveImage};
-use super::layout::{self, LayoutImage};
-use super::store::Store;
 use crate::reference::Repository;
-
-/// An image to push.
-#[derive(Debug)]
-pub enum Input {
-    Layout(LayoutImage),
-    DockerSave(DockerSaveImage),
-    /// `params.package`: a directory packed into an image on the way.
-    Package(super::package::PackageImage),
-    /// `params.artifact`: files pushed as an OCI artifact.
-    Artifact(super::artifact::ArtifactInput),
-    /// `params.copy`: an image of another repository.
-    Remote(Box<super::copy::RemoteImage>),
-}
 
 /// A path parameter: the field it came from and its value, which messages
 /// quote only when it cannot be a secret (`params.sign.key` may hold a key
@@ -218,27 +201,6 @@ pub fn locate_all(src: &Path, param: PathParam<'_>, limit: usize) -> anyhow::Res
         );
     }
     Ok(matches)
-}
-
-impl Input {
-    /// Reads the image's structure (manifests, configs, where each blob's
-    /// bytes are); blob data is read only while pushing.
-    pub fn load(path: &Path) -> anyhow::Result<Input> {
-        let load = || -> anyhow::Result<Input> {
-            if path.is_dir() {
-                return Ok(Input::Layout(layout::read(&Store::Dir(
-                    path.to_path_buf(),
-                ))?));
-            }
-            let store = Store::tar(path)?;
-            if store.has("manifest.json") || !store.has("index.json") {
-                Ok(Input::DockerSave(docker_save::read(&store)?))
-            } else {
-                Ok(Input::Layout(layout::read(&store)?))
-            }
-        };
-        load().with_context(|| format!("could not load image from path '{}'", path.display()))
-    }
 }
 
 /// The repository an input was fetched from, when a `get` of this resource

@@ -1,6 +1,8 @@
-//! A blocking reader over a blob download's channel, for the extraction
-//! thread. It reports end of data only once the download has been verified,
-//! so no layer can be taken as complete before its digest matched.
+//! The one verified blob reader: a blocking reader over a blob download's
+//! channel, for whatever thread consumes the blob (`in`'s extraction, the
+//! relay of a copy to another registry, the command line's `blob`). It
+//! reports end of data only once the download has been verified, so no
+//! blob can be taken as complete before its digest matched.
 //!
 //! What a download may buffer ahead of its reader is bounded in bytes, not
 //! chunks: hyper hands out chunks of whatever its read buffer held (up to
@@ -15,7 +17,10 @@ use bytes::{Buf, Bytes};
 use tokio::sync::mpsc::{self, Receiver};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::registry::blob::BlobChunk;
+use super::RegistryClient;
+use super::blob::BlobChunk;
+use crate::image::Digest;
+use crate::reference::Repository;
 
 /// A chunk and the share of its download's byte budget it holds until the
 /// reader has used it up.
@@ -61,6 +66,27 @@ pub fn budgeted_channel(budget: usize) -> (mpsc::Sender<BlobChunk>, Receiver<Buf
     (download_tx, rx)
 }
 
+/// Starts downloading `digest` (`size` bytes: verified, resumed) on a task
+/// of its own; its bytes are read from the returned reader, at most
+/// `budget` bytes ahead of it. `bar`, if any, advances as it is read. Must
+/// be called inside a tokio runtime.
+pub fn open(
+    client: Arc<RegistryClient>,
+    repository: Repository,
+    digest: Digest,
+    size: u64,
+    budget: usize,
+    bar: Option<indicatif::ProgressBar>,
+) -> BlobReader {
+    let (tx, rx) = budgeted_channel(budget);
+    tokio::spawn(async move {
+        // The outcome also arrives down the channel.
+        let _ = client.download_blob(&repository, &digest, size, tx).await;
+    });
+    BlobReader::new(rx, bar)
+}
+
+/// A blob's bytes as they are downloaded: end of data only once verified.
 pub struct BlobReader {
     rx: Receiver<Buffered>,
     current: Bytes,
