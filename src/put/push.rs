@@ -20,7 +20,7 @@ use crate::image::{Digest, media_type};
 use crate::progress::Progress;
 use crate::reference::{Repository, Target};
 use crate::registry::referrers::{self, fallback_index, fallback_tag};
-use crate::registry::upload::Transfer;
+use crate::registry::upload_source::Transfer;
 use crate::registry::{RegistryClient, UploadOutcome, UploadRequest};
 
 /// Blobs moving at once (layers compressed on the way included).

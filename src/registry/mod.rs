@@ -9,10 +9,10 @@
 
 pub mod blob;
 pub mod blob_reader;
-pub mod blob_stream;
 pub mod chunking;
 pub mod client;
 pub mod error;
+pub mod upload_source;
 // HTTP plumbing shared with `auth/` (bounded reads, the client builder,
 // timeouts): crate-internal, not a library interface.
 pub(crate) mod http;
@@ -25,7 +25,6 @@ pub mod tags;
 pub mod upload;
 mod upload_whole;
 
-pub use blob_stream::{BlobSource, Piece};
 pub use client::{ClientOptions, RegistryClient};
 pub use error::StatusError;
-pub use upload::{UploadOutcome, UploadRequest};
+pub use upload_source::{BlobSource, Piece, UploadOutcome, UploadRequest};

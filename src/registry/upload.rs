@@ -18,7 +18,7 @@
 //! - after chunks, `PUT <location>?digest=` to commit; an abandoned upload
 //!   is cancelled with `DELETE`.
 //!
-//! Bytes come from a [`BlobSource`], which hashes what it produces, so a
+//! Bytes come from a [`BlobSource`](super::BlobSource), which hashes what it produces, so a
 //! blob whose digest is only known once it has been produced (a layer
 //! compressed on the way) is uploaded in the same pass.
 
@@ -30,11 +30,13 @@ use reqwest::{Method, Response, StatusCode, header};
 use tokio::sync::mpsc;
 use url::Url;
 
-use super::blob_stream::{BlobSource, Piece, fill_chunk};
 use super::chunking::MAX_CHUNK_BYTES;
 use super::client::RegistryClient;
 use super::error::{STORED, StatusError};
 use super::retry::classify;
+use super::upload_source::{
+    Piece, Transfer, UploadOutcome, UploadRequest, check_expected, fill_chunk,
+};
 use crate::auth::{Access, repository_scope};
 use crate::image::Digest;
 use crate::reference::Repository;
@@ -42,39 +44,6 @@ use crate::reference::Repository;
 /// Times one blob's upload starts over from its first byte.
 const MAX_RESTARTS: u32 = 3;
 pub(super) const OCTET_STREAM: &str = "application/octet-stream";
-
-/// One blob to upload.
-pub struct UploadRequest<'a> {
-    /// Digest and size when known before reading: the blob is skipped if the
-    /// repository has it, and what is read must match.
-    pub expected: Option<(Digest, u64)>,
-    /// Another repository of this registry known to hold the blob.
-    pub mount_from: Option<&'a str>,
-    /// Where the bytes come from.
-    pub source: &'a dyn BlobSource,
-}
-
-/// How a blob got to the registry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transfer {
-    /// The repository had it.
-    Existed,
-    /// Mounted from another repository.
-    Mounted,
-    /// Sent.
-    Uploaded,
-}
-
-/// How one blob got into the repository.
-#[derive(Debug)]
-pub struct UploadOutcome {
-    /// The blob's digest.
-    pub digest: Digest,
-    /// The blob's size.
-    pub size: u64,
-    /// How it got there.
-    pub transfer: Transfer,
-}
 
 /// Why an upload attempt stopped.
 pub(super) enum Failure {
@@ -436,21 +405,6 @@ impl RegistryClient {
             Ok(Ok(_)) => tracing::debug!("cancelled upload {}", location.path()),
             _ => tracing::debug!("could not cancel upload {}", location.path()),
         }
-    }
-}
-
-/// What was produced must be what the request said it would be.
-pub(super) fn check_expected(
-    request: &UploadRequest<'_>,
-    digest: &Digest,
-    size: u64,
-) -> anyhow::Result<()> {
-    match &request.expected {
-        Some((want, want_size)) if want != digest || *want_size != size => Err(anyhow!(
-            "blob {want} ({want_size} bytes): the local data does not match its digest \
-             (read {size} bytes hashing to {digest})"
-        )),
-        _ => Ok(()),
     }
 }
 

@@ -10,12 +10,12 @@ use anyhow::anyhow;
 use reqwest::{Method, header};
 use url::Url;
 
-use super::blob_stream::{body_stream, drain};
 use super::client::RegistryClient;
 use super::error::{STORED, StatusError};
 use super::retry::classify;
-use super::upload::{
-    Failure, OCTET_STREAM, Transfer, UploadOutcome, UploadRequest, check_expected,
+use super::upload::{Failure, OCTET_STREAM};
+use super::upload_source::{
+    Transfer, UploadOutcome, UploadRequest, body_stream, check_expected, drain,
 };
 use crate::reference::Repository;
 

@@ -1,6 +1,7 @@
-//! A blob's bytes on their way to an upload: what its producer sends
-//! ([`Piece`]), where they come from ([`BlobSource`]), and the three ways an
-//! upload reads them: in chunks, as one streamed body, or only to hash them.
+//! What an upload sends: the request (which blob, from which
+//! [`BlobSource`]) and its outcome, what a source's producer sends
+//! ([`Piece`]), and the three ways an upload reads it: in chunks, as one
+//! streamed body, or only to hash it.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +10,39 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::image::Digest;
+
+/// One blob to upload.
+pub struct UploadRequest<'a> {
+    /// Digest and size when known before reading: the blob is skipped if the
+    /// repository has it, and what is read must match.
+    pub expected: Option<(Digest, u64)>,
+    /// Another repository of this registry known to hold the blob.
+    pub mount_from: Option<&'a str>,
+    /// Where the bytes come from.
+    pub source: &'a dyn BlobSource,
+}
+
+/// How a blob got to the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// The repository had it.
+    Existed,
+    /// Mounted from another repository.
+    Mounted,
+    /// Sent.
+    Uploaded,
+}
+
+/// How one blob got into the repository.
+#[derive(Debug)]
+pub struct UploadOutcome {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The blob's size.
+    pub size: u64,
+    /// How it got there.
+    pub transfer: Transfer,
+}
 
 /// One message from a blob's producer.
 #[derive(Debug)]
@@ -126,5 +160,20 @@ pub async fn drain(
             Some(Err(e)) => return Err(e),
             None => bail!("the blob source stopped early"),
         }
+    }
+}
+
+/// What was produced must be what the request said it would be.
+pub fn check_expected(
+    request: &UploadRequest<'_>,
+    digest: &Digest,
+    size: u64,
+) -> anyhow::Result<()> {
+    match &request.expected {
+        Some((want, want_size)) if want != digest || *want_size != size => Err(anyhow!(
+            "blob {want} ({want_size} bytes): the local data does not match its digest \
+             (read {size} bytes hashing to {digest})"
+        )),
+        _ => Ok(()),
     }
 }
