@@ -8,6 +8,7 @@ use url::Url;
 use super::client::RegistryClient;
 use super::error::StatusError;
 use super::http::read_limited;
+use super::policy::same_origin;
 use super::retry::Transient;
 use crate::image::Digest;
 use crate::image::digest::{Algorithm, Hasher};
@@ -171,6 +172,27 @@ impl RegistryClient {
                         Some(start) if start <= from => Some(from - start),
                         _ => None,
                     }
+                }
+                // A storage URL the registry redirected to, refused: a
+                // presigned URL that expired (GHCR's last about 300 s,
+                // stargz-snapshotter#167) or was cut short. The next request
+                // to the registry gets a fresh one.
+                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED
+                    if !same_origin(&url, response.url()) =>
+                {
+                    let error = anyhow!(StatusError::from_response(response).await)
+                        .context("the storage URL the registry redirected to was refused");
+                    let what = format!("GET blob {digest}");
+                    let transient = Some(Transient { retry_after: None });
+                    attempts
+                        .wait(
+                            error,
+                            transient,
+                            &what,
+                            "asking the registry for a fresh URL",
+                        )
+                        .await?;
+                    continue;
                 }
                 _ => {
                     return Err(anyhow!(StatusError::from_response(response).await));

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::chunking::{Chunking, UploadSettings};
 use super::error::StatusError;
-use super::policy::{credentials_may_travel, plain_http_allowed};
+use super::policy::{credentials_may_travel, plain_http_allowed, same_origin};
 use super::retry::{RetryPolicy, is_retryable_status};
 use super::session::{AuthMode, Ping, Session, challenge_scope};
 use crate::auth::{Access, Credentials, HostGuard, repository_scope, token};
@@ -146,10 +146,7 @@ impl RegistryClient {
     ) -> anyhow::Result<Response> {
         let session = self.session().await?;
         let scope = scopes.join(" ");
-        // Same origin: scheme, host and port.
-        let same_host = url.scheme() == session.base.scheme()
-            && url.host_str() == session.base.host_str()
-            && url.port_or_known_default() == session.base.port_or_known_default();
+        let same_host = same_origin(&url, &session.base);
         let mut renewed = false;
         loop {
             let mut request = build(self.http.request(method.clone(), url.clone()));

@@ -49,6 +49,14 @@ pub fn check_realm(base: &Url, realm: &str, guard: Option<&HostGuard>) -> anyhow
     Ok(url)
 }
 
+/// Whether two URLs share scheme, host and port: credentials go only to
+/// the registry's own origin, never to a storage host it redirects to.
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
 /// Hosts where plain HTTP is allowed without `insecure` (as Docker does):
 /// localhost, loopback and RFC 1918 addresses.
 pub fn plain_http_allowed(host: &str) -> bool {

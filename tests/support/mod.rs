@@ -10,6 +10,7 @@ pub mod layer_grammar;
 pub mod proxy;
 pub mod raw_tar;
 pub mod registry;
+pub mod s3;
 pub mod sandbox;
 pub mod tls;
 pub mod token_server;
@@ -305,6 +306,23 @@ pub fn flood_body(bytes: u64, fill: u8) -> axum::body::Body {
 
 /// A free loopback port (the listener is closed before returning; the small
 /// race with other processes is acceptable on a test machine).
+/// Waits (30 s at most) until `child` listens on loopback `port`; panics
+/// with its `log` if it exits or never does. Every loop is bounded.
+pub fn wait_listening(child: &mut std::process::Child, port: u16, what: &str, log: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited ({status}): {}", log());
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{what} did not start: {}", log());
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -96,6 +96,8 @@ struct Settings {
     first_ranges: std::collections::HashMap<String, String>,
     rules: Vec<Rule>,
     log: Vec<(String, String)>,
+    /// Requests that carried `Authorization`: (method, path?query, scheme).
+    authorized: Vec<(String, String, String)>,
 }
 
 struct ProxyState {
@@ -120,9 +122,19 @@ impl FaultProxy {
             upstream.tls.is_none(),
             "the proxy forwards to plain HTTP registries"
         );
+        Self::in_front_of(&format!("http://{}", upstream.host()))
+    }
+
+    /// A proxy in front of any plain-HTTP server (`http://host:port`).
+    /// Redirects are passed on, never followed.
+    pub fn in_front_of(upstream: &str) -> Self {
+        super::install_crypto();
         let state = Arc::new(ProxyState {
-            upstream: format!("http://{}", upstream.host()),
-            http: reqwest::Client::new(),
+            upstream: upstream.to_owned(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             settings: Mutex::new(Settings::default()),
             bytes_down: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
@@ -207,6 +219,12 @@ impl FaultProxy {
         self.state.settings.lock().unwrap().log.clone()
     }
 
+    /// Requests that carried an `Authorization` header, as (method,
+    /// path?query, scheme: `Basic`, `Bearer`, `AWS4-HMAC-SHA256`…).
+    pub fn authorized(&self) -> Vec<(String, String, String)> {
+        self.state.settings.lock().unwrap().authorized.clone()
+    }
+
     pub fn count(&self, method: &str, path_contains: &str) -> usize {
         self.requests()
             .iter()
@@ -260,6 +278,17 @@ async fn respond(state: Arc<ProxyState>, request: Request) -> Response {
     let (fault, page_size, strip_digest, latency, ecr) = {
         let mut s = state.settings.lock().unwrap();
         s.log.push((method.clone(), path_and_query.clone()));
+        if let Some(value) = request.headers().get("authorization") {
+            let scheme = value
+                .to_str()
+                .unwrap_or_default()
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            s.authorized
+                .push((method.clone(), path_and_query.clone(), scheme));
+        }
         let fault = s
             .rules
             .iter_mut()

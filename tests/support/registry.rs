@@ -4,11 +4,11 @@
 
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 
 use super::image::TestImage;
+use super::s3::S3Storage;
 use super::tls::{self, TlsMaterial};
 use super::token_server::{self, TokenServer};
 use super::{free_port, runtime};
@@ -62,6 +62,17 @@ impl TestRegistry {
     }
 
     pub fn start(auth: Auth, use_tls: bool) -> Self {
+        Self::start_with(auth, use_tls, None)
+    }
+
+    /// A registry storing into `s3` (its blob GETs then answer 307 to
+    /// presigned URLs on the storage host) with `auth`.
+    pub fn on_s3(auth: Auth, s3: &S3Storage) -> Self {
+        Self::start_with(auth, false, Some(s3))
+    }
+
+    /// [`TestRegistry::start`] with the storage in `s3`, or in its temp dir.
+    pub fn start_with(auth: Auth, use_tls: bool, s3: Option<&S3Storage>) -> Self {
         assert!(
             std::path::Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: run scripts/setup"
@@ -69,11 +80,16 @@ impl TestRegistry {
         super::install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let storage = match s3 {
+            Some(s3) => s3.registry_config(),
+            None => format!(
+                "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+                dir.path().join("storage").display()
+            ),
+        };
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("storage").display()
+             {storage}http:\n  addr: 127.0.0.1:{port}\n"
         );
         let mut tls_material = None;
         let mut http = reqwest::Client::builder();
@@ -126,7 +142,15 @@ impl TestRegistry {
         }
         std::fs::write(dir.path().join("config.yml"), &config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(REGISTRY_BIN)
+        let mut command = Command::new(REGISTRY_BIN);
+        // The S3 driver's AWS SDK reads the machine's AWS settings (a CA
+        // bundle it cannot load, profiles): the test S3 needs none.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .arg("serve")
             .arg(dir.path().join("config.yml"))
             .stdin(Stdio::null())
@@ -148,17 +172,8 @@ impl TestRegistry {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("docker-registry exited ({status}): {}", self.log());
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("docker-registry did not start: {}", self.log());
+        let log = self.dir.path().join("registry.log");
+        super::wait_listening(&mut self.child, self.port, "docker-registry", &log);
     }
 
     /// `127.0.0.1:<port>`.

@@ -1,0 +1,245 @@
+//! The registries users have, beyond distribution on a filesystem: here,
+//! distribution with its S3 storage driver (moto as the S3), whose blob
+//! GETs answer 307 with presigned URLs to another host, as Docker Hub, ECR,
+//! GAR and GHCR do (shared/reference/registry-quirks.md §1.1). Every step
+//! runs through those redirects; the storage host is a recording proxy, so
+//! the tests assert that no credential of ours ever reaches it, and it
+//! cuts and refuses downloads as real storage does.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use support::image::{Entry, TestImage, tar, write_docker_save, write_oci_layout};
+use support::proxy::Fault;
+use support::s3::S3Storage;
+use support::{Auth, StepOutput, TestRegistry, run_program, run_step};
+
+const USER: &str = "s3-user";
+const PASSWORD: &str = "s3-password-canary";
+
+fn source(registry: &TestRegistry, repo: &str) -> Value {
+    json!({"repository": registry.repo(repo), "tag": "latest",
+           "username": USER, "password": PASSWORD})
+}
+
+fn step(name: &str, dir: &Path, request: Value) -> StepOutput {
+    run_step(name, &[dir.to_str().unwrap()], &request)
+}
+
+/// The digest a successful `out` reports.
+fn pushed(dir: &Path, request: Value) -> String {
+    step("out", dir, request).json()["version"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A registry on S3 with basic auth.
+fn s3_registry(storage: &S3Storage) -> TestRegistry {
+    TestRegistry::on_s3(
+        Auth::Basic {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        },
+        storage,
+    )
+}
+
+/// What reached the storage host: presigned downloads only, none of them
+/// with our credentials (the registry's own S3 calls are AWS-signed).
+fn assert_storage_saw_no_credentials(storage: &S3Storage) {
+    for (method, path, scheme) in storage.proxy.authorized() {
+        assert_eq!(
+            scheme, "AWS4-HMAC-SHA256",
+            "{method} {path} reached the storage host with our {scheme} credentials"
+        );
+        assert!(
+            !path.contains("X-Amz-Signature="),
+            "a presigned download carried Authorization: {method} {path}"
+        );
+    }
+}
+
+fn image(seed: &str, bytes: usize) -> TestImage {
+    let data = support::image::random_bytes(bytes, seed.len() as u64 + 7);
+    let layer = tar(&[
+        Entry::file("etc/seed", seed),
+        Entry::file("data.bin", &data),
+    ]);
+    TestImage::new(vec![layer], json!({"Env": ["SEED=1"]}), ("linux", "amd64"))
+}
+
+#[test]
+fn every_step_works_through_storage_redirects_and_no_credential_reaches_storage() {
+    let storage = S3Storage::start();
+    let registry = s3_registry(&storage);
+    let work = tempfile::tempdir().unwrap();
+
+    // out: a docker-save tarball and an OCI layout.
+    let img = image("s3-docker-save", 600_000);
+    write_docker_save(&work.path().join("image.tar"), &img, "app:latest");
+    let digest = pushed(
+        work.path(),
+        json!({"source": source(&registry, "s3/app"), "params": {"image": "image.tar"}}),
+    );
+    let layout_img = image("s3-layout", 300_000);
+    write_oci_layout(&work.path().join("layout"), "latest", &layout_img);
+    step(
+        "out",
+        work.path(),
+        json!({"source": source(&registry, "s3/layout"), "params": {"image": "layout"}}),
+    )
+    .json();
+
+    // check.
+    let checked = step(
+        "check",
+        work.path(),
+        json!({"source": source(&registry, "s3/app")}),
+    )
+    .json();
+    assert_eq!(checked[0]["digest"], digest, "{checked}");
+
+    // in, every image format, each blob through a presigned URL.
+    for format in ["rootfs", "oci", "oci-layout"] {
+        let dest = tempfile::tempdir().unwrap();
+        let before = storage.presigned_gets().len();
+        let got = step(
+            "in",
+            dest.path(),
+            json!({"source": source(&registry, "s3/app"),
+                   "version": {"tag": "latest", "digest": digest},
+                   "params": {"format": format}}),
+        );
+        assert!(got.success, "{format}: {}", got.stderr);
+        assert!(
+            storage.presigned_gets().len() > before,
+            "{format}: no download went through the storage host"
+        );
+        match format {
+            "rootfs" => assert_eq!(
+                std::fs::read(dest.path().join("rootfs/etc/seed")).unwrap(),
+                b"s3-docker-save"
+            ),
+            "oci" => assert!(dest.path().join("image.tar").is_file()),
+            _ => assert!(dest.path().join("oci/index.json").is_file()),
+        }
+    }
+
+    // A copy to another registry: every blob relayed from the storage URLs.
+    let plain = TestRegistry::plain();
+    let before = storage.presigned_gets().len();
+    let copied = step(
+        "out",
+        work.path(),
+        json!({"source": {"repository": plain.repo("copied/app"), "tag": "latest"},
+               "params": {"copy": {"from": format!("{}@{digest}", registry.repo("s3/app")),
+                                   "source": {"username": USER, "password": PASSWORD}}}}),
+    );
+    assert_eq!(copied.json()["version"]["digest"], digest);
+    assert!(storage.presigned_gets().len() >= before + 2);
+    assert_eq!(
+        plain.digest_of("copied/app", "latest"),
+        Some(digest.clone())
+    );
+
+    // An artifact, pushed and fetched.
+    std::fs::write(work.path().join("disk.img"), vec![3u8; 200_000]).unwrap();
+    let artifact_digest = pushed(
+        work.path(),
+        json!({"source": source(&registry, "s3/artifact"),
+               "params": {"artifact": {"files": ["disk.img"],
+                                       "artifact_type": "application/vnd.example.disk"}}}),
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let fetched = step(
+        "in",
+        dest.path(),
+        json!({"source": source(&registry, "s3/artifact"),
+               "version": {"tag": "latest", "digest": artifact_digest},
+               "params": {"format": "artifact"}}),
+    );
+    assert!(fetched.success, "{}", fetched.stderr);
+    assert_eq!(
+        std::fs::read(dest.path().join("files/disk.img")).unwrap(),
+        vec![3u8; 200_000]
+    );
+
+    // The command line's blob verb.
+    let (manifest, _) = registry.manifest("s3/app", "latest");
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = run_program(
+        Path::new(env!("CARGO_BIN_EXE_registry-image")),
+        &[
+            "blob",
+            "--username",
+            USER,
+            "--password-stdin",
+            &format!("{}@{layer}", registry.repo("s3/app")),
+            "-o",
+            work.path().join("layer.out").to_str().unwrap(),
+        ],
+        PASSWORD.as_bytes(),
+    );
+    assert!(blob.success, "{}", blob.stderr);
+    assert_eq!(
+        support::image::sha256(&std::fs::read(work.path().join("layer.out")).unwrap()),
+        layer
+    );
+
+    assert!(!storage.presigned_gets().is_empty());
+    assert_storage_saw_no_credentials(&storage);
+}
+
+#[test]
+fn a_download_cut_at_the_storage_host_resumes_and_a_refused_url_is_renewed() {
+    let storage = S3Storage::start();
+    let registry = s3_registry(&storage);
+    let work = tempfile::tempdir().unwrap();
+    let img = image("s3-resume", 3 << 20);
+    write_oci_layout(&work.path().join("layout"), "latest", &img);
+    let digest = pushed(
+        work.path(),
+        json!({"source": source(&registry, "s3/resume"), "params": {"image": "layout"}}),
+    );
+    let layer = support::image::sha256(&img.layers[0]);
+    let hex = layer.trim_start_matches("sha256:");
+    // The blob's data through a presigned URL (not the registry's own,
+    // AWS-signed reads of it): cut after 1 MB, then refused as an expired
+    // presigned URL is (403), then served.
+    let presigned = format!("{hex}/data?X-Amz-");
+    storage
+        .proxy
+        .inject(Some("GET"), &presigned, Fault::DropAfter(1_000_000), 1);
+    storage
+        .proxy
+        .inject(Some("GET"), &presigned, Fault::Status(403, None), 1);
+    let dest = tempfile::tempdir().unwrap();
+    let got = step(
+        "in",
+        dest.path(),
+        json!({"source": source(&registry, "s3/resume"),
+               "version": {"tag": "latest", "digest": digest}}),
+    );
+    assert!(got.success, "{}", got.stderr);
+    assert!(got.stderr.contains("resuming"), "{}", got.stderr);
+    assert!(got.stderr.contains("fresh URL"), "{}", got.stderr);
+    assert_eq!(storage.proxy.pending_faults(), 0);
+    assert_eq!(
+        std::fs::read(dest.path().join("rootfs/etc/seed")).unwrap(),
+        b"s3-resume"
+    );
+    // Three trips through the registry for the layer: the first, the
+    // resume (refused at storage) and the fresh redirect; the last two
+    // asked storage for the rest with a Range.
+    let layer_gets: Vec<_> = storage
+        .presigned_gets()
+        .into_iter()
+        .filter(|(_, path)| path.contains(hex))
+        .collect();
+    assert_eq!(layer_gets.len(), 3, "{layer_gets:?}");
+    assert_storage_saw_no_credentials(&storage);
+}
