@@ -5,6 +5,12 @@
 //! runs through those redirects; the storage host is a recording proxy, so
 //! the tests assert that no credential of ours ever reaches it, and it
 //! cuts and refuses downloads as real storage does.
+//!
+//! And the OCI 1.1 referrers API, which no registry installable here serves:
+//! the referrer paths (signing in bundle form, `check` with a key, a copy
+//! with its referrers) run against the proxy's stand-in of the API (paged by
+//! `Link`) and against a registry without it (the fallback tag), in one
+//! matrix.
 
 mod support;
 
@@ -12,7 +18,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use support::image::{Entry, TestImage, tar, write_docker_save, write_oci_layout};
-use support::proxy::Fault;
+use support::proxy::{Fault, FaultProxy};
 use support::s3::S3Storage;
 use support::{Auth, StepOutput, TestRegistry, run_program, run_step};
 
@@ -242,4 +248,106 @@ fn a_download_cut_at_the_storage_host_resumes_and_a_refused_url_is_renewed() {
         .collect();
     assert_eq!(layer_gets.len(), 3, "{layer_gets:?}");
     assert_storage_saw_no_credentials(&storage);
+}
+
+/// How the registry lists a manifest's referrers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Referrers {
+    /// No referrers API (distribution 2.8): the `sha256-<hex>` fallback tag.
+    FallbackTag,
+    /// The OCI 1.1 API (the proxy's stand-in), this many a page.
+    Api { page_size: usize },
+}
+
+/// Fresh cosign keys (`ec.key`/`ec.pub`, `ed.key`/`ed.pub`) from the
+/// independent peer (`tests/cosign_peer.py`).
+fn peer_keys() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cosign_peer.py");
+    let made = std::process::Command::new("python3")
+        .arg(script)
+        .args(["keygen", dir.path().to_str().unwrap(), "secret"])
+        .output()
+        .expect("python3 runs (scripts/setup installs the peer's packages)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    dir
+}
+
+#[test]
+fn referrer_paths_work_with_the_referrers_api_and_without_it() {
+    let keys = peer_keys();
+    let key = |name: &str| std::fs::read_to_string(keys.path().join(name)).unwrap();
+    for mode in [Referrers::FallbackTag, Referrers::Api { page_size: 1 }] {
+        let registry = TestRegistry::plain();
+        let proxy = FaultProxy::start(&registry);
+        if let Referrers::Api { page_size } = mode {
+            proxy.serve_referrers(registry.storage_root(), page_size);
+        }
+        let work = tempfile::tempdir().unwrap();
+        write_oci_layout(
+            &work.path().join("layout"),
+            "latest",
+            &image("referred", 1000),
+        );
+        // Two sigstore bundles (referrers of the image): one per key.
+        for private in ["ec.key", "ed.key"] {
+            let out = step(
+                "out",
+                work.path(),
+                json!({"source": {"repository": proxy.repo("ref/app"), "tag": "latest"},
+                       "params": {"image": "layout",
+                                  "sign": {"key": key(private), "format": "bundle"}}}),
+            );
+            assert!(out.success, "{mode:?}: {}", out.stderr);
+        }
+        let digest = registry.digest_of("ref/app", "latest").unwrap();
+        let fallback = digest.replacen(':', "-", 1);
+        // `check` finds either bundle: with one a page, one of them is
+        // only on the second page.
+        let signed = |repo: &str| {
+            for public in ["ec.pub", "ed.pub"] {
+                let versions = step(
+                    "check",
+                    work.path(),
+                    json!({"source": {"repository": proxy.repo(repo), "tag": "latest",
+                                      "cosign_public_key": key(public)}}),
+                )
+                .json();
+                assert_eq!(versions[0]["digest"], digest, "{mode:?} {repo} {public}");
+            }
+        };
+        signed("ref/app");
+        // A copy with its referrers: both bundles come along.
+        let copied = step(
+            "out",
+            work.path(),
+            json!({"source": {"repository": proxy.repo("ref/copy"), "tag": "latest"},
+                   "params": {"copy": {"from": format!("{}@{digest}", proxy.repo("ref/app")),
+                                       "referrers": true}}}),
+        );
+        assert!(copied.success, "{mode:?}: {}", copied.stderr);
+        signed("ref/copy");
+        // The fallback tag exists only where there is no API.
+        for repo in ["ref/app", "ref/copy"] {
+            let tags = registry.tags(repo);
+            assert_eq!(
+                tags.contains(&fallback),
+                mode == Referrers::FallbackTag,
+                "{mode:?} {repo}: {tags:?}"
+            );
+        }
+        let second_pages = proxy
+            .requests()
+            .iter()
+            .filter(|(_, path)| path.contains("/referrers/") && path.contains("page=1"))
+            .count();
+        match mode {
+            Referrers::FallbackTag => assert_eq!(second_pages, 0),
+            Referrers::Api { .. } => assert!(second_pages > 0, "{:?}", proxy.requests()),
+        }
+    }
 }

@@ -6,7 +6,9 @@
 //! Descriptors are kept as JSON values: their `artifactType` and
 //! annotations must survive a copy into another fallback index.
 
-use anyhow::anyhow;
+use std::collections::HashSet;
+
+use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, StatusCode, header};
 use serde_json::Value;
 
@@ -15,8 +17,10 @@ use super::error::StatusError;
 use crate::image::{Digest, media_type};
 use crate::reference::{Repository, Target};
 
-/// A referrers index larger than this is refused.
+/// Referrers larger than this, all pages together, are refused.
 const MAX_REFERRERS_BYTES: usize = 4 << 20;
+/// Pages of referrers followed at most.
+const MAX_REFERRER_PAGES: usize = 100;
 
 impl RegistryClient {
     /// The descriptors of the manifests whose `subject` is `digest`: from
@@ -39,46 +43,72 @@ impl RegistryClient {
         }
     }
 
-    /// The referrers API's answer, or `None` when the registry has no such
-    /// API (404 without an index, 400, 405, 406, or another content type).
+    /// The referrers API's answer over all its pages (`Link: <…>;
+    /// rel="next"`), or `None` when the registry has no such API (404
+    /// without an index, 400, 405, 406, or another content type).
     pub async fn referrers_api(
         &self,
         repo: &Repository,
         digest: &Digest,
     ) -> anyhow::Result<Option<Vec<Value>>> {
-        let url = self
+        let mut url = self
             .url(&format!("/v2/{}/referrers/{digest}", repo.path()))
             .await?;
-        let response = self
-            .send(Method::GET, url, repo.path(), |r| {
-                r.header(header::ACCEPT, media_type::OCI_INDEX)
-            })
+        let mut listed = Vec::new();
+        let mut seen = HashSet::new();
+        let mut bytes = 0;
+        for page in 0..MAX_REFERRER_PAGES {
+            let response = self
+                .send(Method::GET, url.clone(), repo.path(), |r| {
+                    r.header(header::ACCEPT, media_type::OCI_INDEX)
+                })
+                .await?;
+            // What a registry without the API answers, besides 200 with
+            // something other than an index.
+            let response = StatusError::expect(
+                response,
+                &[
+                    StatusCode::OK,
+                    StatusCode::NOT_FOUND,
+                    StatusCode::BAD_REQUEST,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    StatusCode::NOT_ACCEPTABLE,
+                ],
+            )
             .await?;
-        // What a registry without the API answers, besides 200 with
-        // something other than an index.
-        let response = StatusError::expect(
-            response,
-            &[
-                StatusCode::OK,
-                StatusCode::NOT_FOUND,
-                StatusCode::BAD_REQUEST,
-                StatusCode::METHOD_NOT_ALLOWED,
-                StatusCode::NOT_ACCEPTABLE,
-            ],
-        )
-        .await?;
-        let is_index = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with(media_type::OCI_INDEX));
-        match response.status() {
-            StatusCode::OK if is_index => {
-                let bytes = super::http::read_limited(response, MAX_REFERRERS_BYTES).await?;
-                Ok(Some(descriptors(&bytes)?))
+            let is_index = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(media_type::OCI_INDEX));
+            if response.status() != StatusCode::OK || !is_index {
+                if page == 0 {
+                    return Ok(None);
+                }
+                bail!(
+                    "referrers of {repo}@{digest}: page {} is not an index ({})",
+                    page + 1,
+                    response.status()
+                );
             }
-            _ => Ok(None),
+            let next = super::tags::next_page(&url, &response)
+                .with_context(|| format!("referrers of {repo}@{digest}"))?;
+            let body = super::http::read_limited(response, MAX_REFERRERS_BYTES - bytes)
+                .await
+                .with_context(|| {
+                    format!("referrers of {repo}@{digest}: over {MAX_REFERRERS_BYTES} bytes")
+                })?;
+            bytes += body.len();
+            listed.extend(descriptors(&body)?);
+            let Some(next) = next else {
+                return Ok(Some(listed));
+            };
+            if !seen.insert(next.to_string()) {
+                bail!("referrers of {repo}@{digest}: the registry sent the page {next} twice");
+            }
+            url = next;
         }
+        bail!("referrers of {repo}@{digest}: more than {MAX_REFERRER_PAGES} pages")
     }
 }
 

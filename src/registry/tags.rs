@@ -12,6 +12,7 @@ use url::Url;
 use super::client::RegistryClient;
 use super::error::StatusError;
 use super::http::read_limited;
+use super::policy::same_origin;
 use crate::auth::repository_scope;
 use crate::reference::Repository;
 
@@ -85,12 +86,6 @@ impl RegistryClient {
             let Some(next) = next else {
                 return Ok(names);
             };
-            if next.scheme() != url.scheme()
-                || next.host_str() != url.host_str()
-                || next.port() != url.port()
-            {
-                bail!("{what_listing}: the next page {next} is on another host");
-            }
             if !seen.insert(next.to_string()) {
                 bail!("{what_listing}: the registry sent the page {next} twice");
             }
@@ -108,19 +103,32 @@ impl RegistryClient {
             .send_once_scoped(Method::GET, url.clone(), scopes, |r| r)
             .await?;
         let response = StatusError::expect(response, &[StatusCode::OK]).await?;
-        let next = response
-            .headers()
-            .get_all(header::LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(next_link)
-            .map(|link| url.join(&link))
-            .transpose()
-            .context("invalid Link header in the listing")?;
+        let next = next_page(&url, &response)?;
         let body = read_limited(response, MAX_LISTING_BYTES).await?;
         let page: Page = serde_json::from_slice(&body).context("invalid listing")?;
         Ok((page.tags.or(page.repositories).unwrap_or_default(), next))
     }
+}
+
+/// The next page a paged answer (tags, catalog, referrers) names in its
+/// `Link` header, resolved against the page's URL (registries send relative
+/// and absolute links); one on another origin is refused.
+pub(super) fn next_page(url: &Url, response: &reqwest::Response) -> anyhow::Result<Option<Url>> {
+    let next = response
+        .headers()
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(next_link)
+        .map(|link| url.join(&link))
+        .transpose()
+        .context("invalid Link header")?;
+    if let Some(next) = &next
+        && !same_origin(next, url)
+    {
+        bail!("the next page {next} is on another host");
+    }
+    Ok(next)
 }
 
 /// The target of the `rel="next"` link in a `Link` header value. Hand-written:
@@ -170,5 +178,36 @@ mod tests {
         );
         assert_eq!(next_link(r#"</only>; rel="prev""#), None);
         assert_eq!(next_link("garbage"), None);
+    }
+
+    #[test]
+    fn a_next_page_on_another_origin_is_refused() {
+        let url = Url::parse("https://r.example/v2/a/tags/list?n=2").unwrap();
+        let answer = |link: &str| {
+            reqwest::Response::from(
+                axum::http::Response::builder()
+                    .header("link", link)
+                    .body("")
+                    .unwrap(),
+            )
+        };
+        let relative = next_page(&url, &answer(r#"</v2/a/tags/list?last=b>; rel="next""#));
+        assert_eq!(
+            relative.unwrap().unwrap().as_str(),
+            "https://r.example/v2/a/tags/list?last=b"
+        );
+        for elsewhere in [
+            r#"<https://evil.example/v2/a/tags/list>; rel="next""#,
+            r#"<http://r.example/v2/a/tags/list>; rel="next""#,
+            r#"<https://r.example:444/v2/a/tags/list>; rel="next""#,
+        ] {
+            let refused = next_page(&url, &answer(elsewhere)).unwrap_err();
+            assert!(refused.to_string().contains("another host"), "{refused}");
+        }
+        assert!(
+            next_page(&url, &answer(r#"</x>; rel="prev""#))
+                .unwrap()
+                .is_none()
+        );
     }
 }

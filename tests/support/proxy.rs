@@ -98,6 +98,9 @@ struct Settings {
     log: Vec<(String, String)>,
     /// Requests that carried `Authorization`: (method, path?query, scheme).
     authorized: Vec<(String, String, String)>,
+    /// The referrers API stand-in: the registry's storage root and the
+    /// page size (see [`FaultProxy::serve_referrers`]).
+    referrers: Option<(std::path::PathBuf, usize)>,
 }
 
 struct ProxyState {
@@ -185,6 +188,20 @@ impl FaultProxy {
         let mut settings = self.state.settings.lock().unwrap();
         settings.chunks_created = created;
         settings.stale_upload_range = stale_range;
+    }
+
+    /// Answer the OCI 1.1 referrers API (`GET /v2/<name>/referrers/<digest>`),
+    /// which distribution 2.8 lacks, as the distribution spec 1.1 describes
+    /// it and ECR, GHCR, ACR and Docker Hub serve it: an OCI index of the
+    /// repository's manifests whose `subject` is that digest, read from the
+    /// registry itself (every manifest of the repository, as its storage
+    /// under `storage_root` lists them), each descriptor with its
+    /// `artifactType` (the manifest's, else its config's media type) and
+    /// annotations; `?artifactType=` filters (and says so in
+    /// `OCI-Filters-Applied`); `page_size` descriptors a page, the next one
+    /// named by `Link: <…>; rel="next"`.
+    pub fn serve_referrers(&self, storage_root: std::path::PathBuf, page_size: usize) {
+        self.state.settings.lock().unwrap().referrers = Some((storage_root, page_size.max(1)));
     }
 
     /// Drop `Docker-Content-Digest` from HEAD answers (some registries do).
@@ -275,6 +292,17 @@ async fn respond(state: Arc<ProxyState>, request: Request) -> Response {
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
+    if method == "GET"
+        && let Some(answer) = referrers_stand_in(&state, &path_and_query).await
+    {
+        state
+            .settings
+            .lock()
+            .unwrap()
+            .log
+            .push((method.clone(), path_and_query.clone()));
+        return answer;
+    }
     let (fault, page_size, strip_digest, latency, ecr) = {
         let mut s = state.settings.lock().unwrap();
         s.log.push((method.clone(), path_and_query.clone()));
@@ -374,6 +402,103 @@ async fn respond(state: Arc<ProxyState>, request: Request) -> Response {
         answer_like_ecr(&state, &method, &path, &mut response, ecr);
     }
     response
+}
+
+/// See [`FaultProxy::serve_referrers`]: `None` when it is off or the
+/// request is not a referrers listing.
+async fn referrers_stand_in(state: &ProxyState, path_and_query: &str) -> Option<Response> {
+    let (root, page_size) = state.settings.lock().unwrap().referrers.clone()?;
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let (name, subject) = path.strip_prefix("/v2/")?.rsplit_once("/referrers/")?;
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    let revisions = root
+        .join("docker/registry/v2/repositories")
+        .join(name)
+        .join("_manifests/revisions/sha256");
+    let mut digests: Vec<String> = std::fs::read_dir(&revisions)
+        .map(|entries| {
+            entries
+                .filter_map(|e| Some(format!("sha256:{}", e.ok()?.file_name().to_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    digests.sort();
+    let mut found = Vec::new();
+    for digest in digests {
+        let answer = state
+            .http
+            .get(format!("{}/v2/{name}/manifests/{digest}", state.upstream))
+            .header("accept", super::image::MANIFEST_ACCEPT)
+            .send()
+            .await
+            .ok()?;
+        if answer.status() != 200 {
+            continue;
+        }
+        let served_type = answer
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = answer.bytes().await.ok()?;
+        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            continue;
+        };
+        if manifest["subject"]["digest"].as_str() != Some(subject) {
+            continue;
+        }
+        let mut descriptor = serde_json::json!({
+            "mediaType": manifest["mediaType"].as_str().unwrap_or(&served_type),
+            "digest": digest, "size": body.len(),
+        });
+        let artifact_type = manifest["artifactType"]
+            .as_str()
+            .or(manifest["config"]["mediaType"].as_str());
+        if let Some(artifact_type) = artifact_type {
+            descriptor["artifactType"] = artifact_type.into();
+        }
+        if let Some(annotations) = manifest.get("annotations") {
+            descriptor["annotations"] = annotations.clone();
+        }
+        found.push(descriptor);
+    }
+    let filter = params.get("artifactType");
+    if let Some(wanted) = filter {
+        found.retain(|d| d["artifactType"].as_str() == Some(wanted));
+    }
+    let page: usize = params.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let items: Vec<_> = found
+        .chunks(page_size)
+        .nth(page)
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": super::image::OCI_INDEX,
+                                    "manifests": items});
+    let mut response = Response::builder()
+        .status(200)
+        .header("content-type", super::image::OCI_INDEX);
+    if filter.is_some() {
+        response = response.header("oci-filters-applied", "artifactType");
+    }
+    if (page + 1) * page_size < found.len() {
+        let mut next = url::form_urlencoded::Serializer::new(String::new());
+        next.append_pair("page", &(page + 1).to_string());
+        if let Some(wanted) = filter {
+            next.append_pair("artifactType", wanted);
+        }
+        response = response.header("link", format!("<{path}?{}>; rel=\"next\"", next.finish()));
+    }
+    Some(
+        response
+            .body(Body::from(serde_json::to_vec(&index).unwrap()))
+            .unwrap(),
+    )
 }
 
 /// See [`FaultProxy::answer_uploads_like_ecr`].

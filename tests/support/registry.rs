@@ -190,6 +190,11 @@ impl TestRegistry {
         &self.tls.as_ref().expect("not a TLS registry").ca_pem
     }
 
+    /// The registry's storage root (filesystem storage only).
+    pub fn storage_root(&self) -> std::path::PathBuf {
+        self.dir.path().join("storage")
+    }
+
     /// Where the registry stores a blob's bytes (to corrupt it in tests).
     pub fn blob_path(&self, digest: &str) -> std::path::PathBuf {
         let hex = digest.trim_start_matches("sha256:");
@@ -331,12 +336,7 @@ impl TestRegistry {
             };
             let response = self
                 .authorize(request, repo)
-                .header(
-                    "accept",
-                    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
-                     application/vnd.docker.distribution.manifest.list.v2+json, \
-                     application/vnd.docker.distribution.manifest.v2+json",
-                )
+                .header("accept", super::image::MANIFEST_ACCEPT)
                 .send()
                 .await
                 .unwrap();
