@@ -351,3 +351,59 @@ fn referrer_paths_work_with_the_referrers_api_and_without_it() {
         }
     }
 }
+
+#[test]
+fn an_ipv6_literal_registry_works_in_every_field_that_takes_a_reference() {
+    let registry = TestRegistry::plain_ipv6();
+    let host = registry.host();
+    assert!(host.starts_with("[::1]:"), "{host}");
+    let work = tempfile::tempdir().unwrap();
+    let img = image("ipv6", 2000);
+    write_oci_layout(&work.path().join("layout"), "latest", &img);
+    let plain = |repo: &str| json!({"repository": registry.repo(repo), "tag": "latest"});
+    // source.repository: out, check, in.
+    let digest = pushed(
+        work.path(),
+        json!({"source": plain("v6/app"), "params": {"image": "layout", "version": "1.0.0"}}),
+    );
+    let versions = step("check", work.path(), json!({"source": plain("v6/app")})).json();
+    assert_eq!(versions[0]["digest"], digest);
+    let dest = tempfile::tempdir().unwrap();
+    let got = step(
+        "in",
+        dest.path(),
+        json!({"source": plain("v6/app"), "version": {"tag": "latest", "digest": digest}}),
+    );
+    assert!(got.success, "{}", got.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("repository")).unwrap(),
+        registry.repo("v6/app")
+    );
+    // params.copy.from (same registry: mounted), and from_dir (the files
+    // `in` just wrote).
+    let copied = pushed(
+        work.path(),
+        json!({"source": plain("v6/copy"),
+               "params": {"copy": {"from": format!("{}@{digest}", registry.repo("v6/app"))}}}),
+    );
+    assert_eq!(copied, digest);
+    std::fs::rename(dest.path(), work.path().join("got")).unwrap();
+    let from_dir = pushed(
+        work.path(),
+        json!({"source": plain("v6/from-dir"), "params": {"copy": {"from_dir": "got"}}}),
+    );
+    assert_eq!(from_dir, digest);
+    // The command line's references.
+    let cli =
+        |args: &[&str]| run_program(Path::new(env!("CARGO_BIN_EXE_registry-image")), args, b"");
+    let resolved = cli(&["digest", &format!("{}:1.0.0", registry.repo("v6/app"))]);
+    assert!(resolved.success, "{}", resolved.stderr);
+    assert_eq!(resolved.stdout.trim(), digest);
+    let tagged = cli(&[
+        "cp",
+        &format!("{}@{digest}", registry.repo("v6/app")),
+        &format!("{}:cli", registry.repo("v6/cli")),
+    ]);
+    assert!(tagged.success, "{}", tagged.stderr);
+    assert_eq!(registry.digest_of("v6/cli", "cli"), Some(digest.clone()));
+}

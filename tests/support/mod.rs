@@ -306,16 +306,21 @@ pub fn flood_body(bytes: u64, fill: u8) -> axum::body::Body {
 
 /// A free loopback port (the listener is closed before returning; the small
 /// race with other processes is acceptable on a test machine).
-/// Waits (30 s at most) until `child` listens on loopback `port`; panics
+/// Waits (30 s at most) until `child` listens on `address`; panics
 /// with its `log` if it exits or never does. Every loop is bounded.
-pub fn wait_listening(child: &mut std::process::Child, port: u16, what: &str, log: &Path) {
+pub fn wait_listening(
+    child: &mut std::process::Child,
+    address: std::net::SocketAddr,
+    what: &str,
+    log: &Path,
+) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let log = || std::fs::read_to_string(log).unwrap_or_default();
     while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("{what} exited ({status}): {}", log());
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect(address).is_ok() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(25));

@@ -3,6 +3,7 @@
 //! basic auth, TLS with a generated CA, or token auth with our token server.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 
 use reqwest::header::{CONTENT_TYPE, LOCATION};
@@ -25,6 +26,7 @@ pub enum Auth {
 pub struct TestRegistry {
     child: Child,
     dir: tempfile::TempDir,
+    address: IpAddr,
     pub port: u16,
     pub tls: Option<TlsMaterial>,
     pub auth: Auth,
@@ -71,8 +73,17 @@ impl TestRegistry {
         Self::start_with(auth, false, Some(s3))
     }
 
+    /// A plain registry on the IPv6 loopback: named `[::1]:<port>`.
+    pub fn plain_ipv6() -> Self {
+        Self::launch(Auth::Anonymous, false, None, Ipv6Addr::LOCALHOST.into())
+    }
+
     /// [`TestRegistry::start`] with the storage in `s3`, or in its temp dir.
     pub fn start_with(auth: Auth, use_tls: bool, s3: Option<&S3Storage>) -> Self {
+        Self::launch(auth, use_tls, s3, Ipv4Addr::LOCALHOST.into())
+    }
+
+    fn launch(auth: Auth, use_tls: bool, s3: Option<&S3Storage>, address: IpAddr) -> Self {
         assert!(
             std::path::Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: run scripts/setup"
@@ -89,7 +100,8 @@ impl TestRegistry {
         };
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             {storage}http:\n  addr: 127.0.0.1:{port}\n"
+             {storage}http:\n  addr: \"{}\"\n",
+            SocketAddr::new(address, port)
         );
         let mut tls_material = None;
         let mut http = reqwest::Client::builder();
@@ -161,6 +173,7 @@ impl TestRegistry {
         let mut registry = TestRegistry {
             child,
             dir,
+            address,
             port,
             tls: tls_material,
             auth,
@@ -173,15 +186,16 @@ impl TestRegistry {
 
     fn wait_ready(&mut self) {
         let log = self.dir.path().join("registry.log");
-        super::wait_listening(&mut self.child, self.port, "docker-registry", &log);
+        let address = SocketAddr::new(self.address, self.port);
+        super::wait_listening(&mut self.child, address, "docker-registry", &log);
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `127.0.0.1:<port>` (`[::1]:<port>` on IPv6).
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        SocketAddr::new(self.address, self.port).to_string()
     }
 
-    /// `127.0.0.1:<port>/<path>`, as written in `source.repository`.
+    /// `<host>/<path>`, as written in `source.repository`.
     pub fn repo(&self, path: &str) -> String {
         format!("{}/{path}", self.host())
     }

@@ -64,7 +64,8 @@ impl S3Storage {
 
     fn wait_ready(&mut self) {
         let log = self.dir.path().join("moto.log");
-        super::wait_listening(&mut self.child, self.moto_port, "moto", &log);
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.moto_port));
+        super::wait_listening(&mut self.child, address, "moto", &log);
     }
 
     pub fn log(&self) -> String {
