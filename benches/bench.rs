@@ -6,6 +6,7 @@ mod artifact;
 mod copy;
 mod measure;
 mod package;
+mod s3;
 mod soak;
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -43,8 +44,9 @@ fn main() {
             "artifact" => artifact::run(),
             "copy" => copy::run(),
             "system" => system::run(),
+            "s3" => s3::run(),
             other => panic!(
-                "unknown benchmark {other:?}: use check, get, put, package, artifact, copy, system or soak"
+                "unknown benchmark {other:?}: use check, get, put, package, artifact, copy, system, s3 or soak"
             ),
         }
     }
@@ -200,6 +202,23 @@ fn bench_check() {
 
 /// The large image's layers, uncompressed: 20,000 small files, 120 MiB of
 /// random bytes, 120 MiB of text.
+/// `layers` gzipped into an image, and their compressed size.
+fn gzip_image(layers: [Vec<u8>; 3]) -> (TestImage, usize) {
+    use support::image::{OCI_LAYER_GZIP, gzip};
+    let layers: Vec<(Vec<u8>, Vec<u8>, &str)> = layers
+        .into_iter()
+        .map(|l| {
+            let gz = gzip(&l);
+            (l, gz, OCI_LAYER_GZIP)
+        })
+        .collect();
+    let compressed = layers.iter().map(|(_, gz, _)| gz.len()).sum();
+    (
+        TestImage::from_blobs(layers, json!({}), ("linux", "amd64")),
+        compressed,
+    )
+}
+
 fn big_layers() -> [Vec<u8>; 3] {
     use support::image::{Entry, tar};
     const MIB: usize = 1 << 20;
@@ -231,7 +250,6 @@ fn big_layers() -> [Vec<u8>; 3] {
 }
 
 fn bench_get() {
-    use support::image::{OCI_LAYER_GZIP, gzip};
     const MIB: usize = 1 << 20;
     println!(
         "== get: a 3-layer image (20,000 small files; 120 MiB random; 120 MiB compressible), gzip"
@@ -252,15 +270,7 @@ fn bench_get() {
             .collect();
         TestImage::from_blobs(layers, json!({}), ("linux", "amd64"))
     };
-    let layers: Vec<(Vec<u8>, Vec<u8>, &str)> = [small, random, text]
-        .into_iter()
-        .map(|l| {
-            let gz = gzip(&l);
-            (l, gz, OCI_LAYER_GZIP)
-        })
-        .collect();
-    let compressed: usize = layers.iter().map(|(_, gz, _)| gz.len()).sum();
-    let img = TestImage::from_blobs(layers, json!({}), ("linux", "amd64"));
+    let (img, compressed) = gzip_image([small, random, text]);
     let registry = TestRegistry::plain();
     let digest = registry.push("bench/big", "latest", &img);
     let layer_digests: Vec<String> = img
@@ -329,7 +339,7 @@ fn bench_get() {
 /// compressed on the way by both): into a fresh repository each run, then
 /// again into the repository that already has the blobs.
 fn bench_put() {
-    use support::image::{OCI_LAYER_GZIP, gzip, write_docker_save, write_oci_layout};
+    use support::image::{write_docker_save, write_oci_layout};
     const MIB: usize = 1 << 20;
     println!(
         "== put: the get benchmark's image (3 layers, 20,000 small files), to a local registry"
@@ -343,15 +353,7 @@ fn bench_put() {
         let saved = TestImage::new(raw.to_vec(), json!({}), ("linux", "amd64"));
         write_docker_save(&shm.join("image.tar"), &saved, "bench/big:latest");
         drop(saved);
-        let gz: Vec<(Vec<u8>, Vec<u8>, &str)> = raw
-            .into_iter()
-            .map(|l| {
-                let z = gzip(&l);
-                (l, z, OCI_LAYER_GZIP)
-            })
-            .collect();
-        let compressed: usize = gz.iter().map(|(_, z, _)| z.len()).sum();
-        let img = TestImage::from_blobs(gz, json!({}), ("linux", "amd64"));
+        let (img, compressed) = gzip_image(raw);
         let layout = shm.join("oci");
         write_oci_layout(&layout, "latest", &img);
         // Push the image manifest, as skopeo does from `oci:DIR:latest`.

@@ -7,8 +7,8 @@
 use serde_json::json;
 
 use super::measure::{self, Measurement, median, median_u64, ms};
-use super::support::image::{OCI_LAYER_GZIP, gzip};
-use super::support::{TestImage, TestRegistry};
+
+use super::support::TestRegistry;
 
 const RUNS: usize = 5;
 
@@ -19,15 +19,7 @@ pub fn run() {
     let origin = TestRegistry::plain();
     let destination = TestRegistry::plain();
     let digest = {
-        let layers: Vec<(Vec<u8>, Vec<u8>, &str)> = super::big_layers()
-            .into_iter()
-            .map(|l| {
-                let z = gzip(&l);
-                (l, z, OCI_LAYER_GZIP)
-            })
-            .collect();
-        let compressed: usize = layers.iter().map(|(_, z, _)| z.len()).sum();
-        let image = TestImage::from_blobs(layers, json!({}), ("linux", "amd64"));
+        let (image, compressed) = super::gzip_image(super::big_layers());
         println!("  image: {} MiB as gzip layers", compressed >> 20);
         origin.push("bench/app", "rc", &image)
     };
