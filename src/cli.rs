@@ -216,20 +216,21 @@ pub async fn blob(
     let output = output.map(std::path::Path::to_path_buf);
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut sink = BlobSink::open(output.as_deref())?;
-        // The newest bytes, written only when more follow or the digest
-        // checked out (the reader's end of data).
-        let mut held = Vec::new();
-        let mut buffer = vec![0u8; 256 << 10];
+        // The newest bytes (`held[..kept]`), written only when more follow
+        // or the digest checked out (the reader's end of data); the two
+        // buffers trade places instead of copying.
+        let (mut held, mut buffer) = (vec![0u8; 256 << 10], vec![0u8; 256 << 10]);
+        let mut kept = 0;
         loop {
             let n = reader.read(&mut buffer)?;
             if n == 0 {
                 break;
             }
-            sink.write(&held)?;
-            held.clear();
-            held.extend_from_slice(&buffer[..n]);
+            sink.write(&held[..kept])?;
+            std::mem::swap(&mut held, &mut buffer);
+            kept = n;
         }
-        sink.write(&held)?;
+        sink.write(&held[..kept])?;
         sink.finish()
     })
     .await

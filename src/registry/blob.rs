@@ -56,9 +56,7 @@ impl RegistryClient {
             })
             .await
     }
-}
 
-impl RegistryClient {
     /// Whether the repository has a blob (`HEAD`).
     pub async fn blob_exists(&self, repo: &Repository, digest: &Digest) -> anyhow::Result<bool> {
         Ok(self.blob_size(repo, digest).await?.is_some())

@@ -6,14 +6,13 @@
 //! Descriptors are kept as JSON values: their `artifactType` and
 //! annotations must survive a copy into another fallback index.
 
-use std::collections::HashSet;
-
 use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, StatusCode, header};
 use serde_json::Value;
 
 use super::client::RegistryClient;
 use super::error::StatusError;
+use super::tags::{Pages, next_page};
 use crate::image::{Digest, media_type};
 use crate::reference::{Repository, Target};
 
@@ -51,13 +50,14 @@ impl RegistryClient {
         repo: &Repository,
         digest: &Digest,
     ) -> anyhow::Result<Option<Vec<Value>>> {
-        let mut url = self
+        let first = self
             .url(&format!("/v2/{}/referrers/{digest}", repo.path()))
             .await?;
+        let what = format!("referrers of {repo}@{digest}");
+        let mut pages = Pages::new(first, MAX_REFERRER_PAGES, &what);
         let mut listed = Vec::new();
-        let mut seen = HashSet::new();
         let mut bytes = 0;
-        for page in 0..MAX_REFERRER_PAGES {
+        while let Some(url) = pages.next()? {
             let response = self
                 .send(Method::GET, url.clone(), repo.path(), |r| {
                     r.header(header::ACCEPT, media_type::OCI_INDEX)
@@ -82,33 +82,24 @@ impl RegistryClient {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with(media_type::OCI_INDEX));
             if response.status() != StatusCode::OK || !is_index {
-                if page == 0 {
+                if pages.taken() == 1 {
                     return Ok(None);
                 }
                 bail!(
-                    "referrers of {repo}@{digest}: page {} is not an index ({})",
-                    page + 1,
+                    "{what}: page {} is not an index ({})",
+                    pages.taken(),
                     response.status()
                 );
             }
-            let next = super::tags::next_page(&url, &response)
-                .with_context(|| format!("referrers of {repo}@{digest}"))?;
+            let next = next_page(&url, &response).context(what.clone())?;
             let body = super::http::read_limited(response, MAX_REFERRERS_BYTES - bytes)
                 .await
-                .with_context(|| {
-                    format!("referrers of {repo}@{digest}: over {MAX_REFERRERS_BYTES} bytes")
-                })?;
+                .with_context(|| format!("{what}: over {MAX_REFERRERS_BYTES} bytes"))?;
             bytes += body.len();
             listed.extend(descriptors(&body)?);
-            let Some(next) = next else {
-                return Ok(Some(listed));
-            };
-            if !seen.insert(next.to_string()) {
-                bail!("referrers of {repo}@{digest}: the registry sent the page {next} twice");
-            }
-            url = next;
+            pages.follow(next)?;
         }
-        bail!("referrers of {repo}@{digest}: more than {MAX_REFERRER_PAGES} pages")
+        Ok(Some(listed))
     }
 }
 

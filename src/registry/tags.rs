@@ -60,15 +60,15 @@ impl RegistryClient {
     /// A listing (of tags or repositories) over all its pages.
     async fn listing(
         &self,
-        mut url: Url,
+        first: Url,
         scopes: &[String],
         what_listing: &str,
         names_are: &str,
     ) -> anyhow::Result<Vec<String>> {
         let mut names = Vec::new();
-        let mut seen = HashSet::new();
         let mut bytes = 0;
-        for _ in 0..MAX_PAGES {
+        let mut pages = Pages::new(first, MAX_PAGES, what_listing);
+        while let Some(url) = pages.next()? {
             let what = format!("GET {}", url.path());
             let (page, next) = self
                 .retry()
@@ -83,15 +83,9 @@ impl RegistryClient {
                     MAX_LISTING_BYTES >> 20
                 );
             }
-            let Some(next) = next else {
-                return Ok(names);
-            };
-            if !seen.insert(next.to_string()) {
-                bail!("{what_listing}: the registry sent the page {next} twice");
-            }
-            url = next;
+            pages.follow(next)?;
         }
-        bail!("{what_listing} has more than {MAX_PAGES} pages; giving up")
+        Ok(names)
     }
 
     async fn page(
@@ -107,6 +101,58 @@ impl RegistryClient {
         let body = read_limited(response, MAX_LISTING_BYTES).await?;
         let page: Page = serde_json::from_slice(&body).context("invalid listing")?;
         Ok((page.tags.or(page.repositories).unwrap_or_default(), next))
+    }
+}
+
+/// The pages of a paged answer (tags, catalog, referrers), followed by
+/// `Link: <…>; rel="next"`: at most `max`, each named once (a registry
+/// naming a page again loops).
+pub(super) struct Pages {
+    next: Option<Url>,
+    seen: HashSet<String>,
+    taken: usize,
+    max: usize,
+    what: String,
+}
+
+impl Pages {
+    /// The pages from `first`; `what` names the listing in errors.
+    pub(super) fn new(first: Url, max: usize, what: &str) -> Self {
+        Pages {
+            next: Some(first),
+            seen: HashSet::new(),
+            taken: 0,
+            max,
+            what: what.to_owned(),
+        }
+    }
+
+    /// The next page to read; `None` once a page named no next one.
+    pub(super) fn next(&mut self) -> anyhow::Result<Option<Url>> {
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
+        if self.taken == self.max {
+            bail!("{} has more than {} pages; giving up", self.what, self.max);
+        }
+        self.taken += 1;
+        Ok(Some(url))
+    }
+
+    /// Pages handed out so far.
+    pub(super) fn taken(&self) -> usize {
+        self.taken
+    }
+
+    /// The page just read names `next` as the one after it (or none).
+    pub(super) fn follow(&mut self, next: Option<Url>) -> anyhow::Result<()> {
+        if let Some(next) = &next
+            && !self.seen.insert(next.to_string())
+        {
+            bail!("{}: the registry sent the page {next} twice", self.what);
+        }
+        self.next = next;
+        Ok(())
     }
 }
 
