@@ -9,10 +9,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::{Value, json};
+use support::cosign_peer::{peer, peer_keys};
 use support::image::{TestImage, sha256, write_index_layout, write_oci_layout};
 use support::proxy::FaultProxy;
 use support::{StepOutput, TestRegistry, run_step, run_step_env, versions};
@@ -22,32 +22,6 @@ const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-/// Runs the peer; its stdout, or `None` when it exited non-zero.
-fn peer(args: &[&str]) -> Option<String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cosign_peer.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs (scripts/setup installs cryptography and PyNaCl)");
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.is_empty(), "the peer failed: {stderr}");
-        return None;
-    }
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Fresh keys from the peer: `ec.key`/`ec.pub`, `ed.key`/`ed.pub`, and
-/// `ec.enc.key`/`ed.enc.key` (cosign's encrypted format, password
-/// `secret`).
-fn peer_keys() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    peer(&["keygen", path.to_str().unwrap(), "secret"]).expect("keygen");
-    (dir, path)
-}
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()

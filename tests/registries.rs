@@ -17,6 +17,7 @@ mod support;
 use std::path::Path;
 
 use serde_json::{Value, json};
+use support::cosign_peer::peer_keys;
 use support::image::{Entry, TestImage, tar, write_docker_save, write_oci_layout};
 use support::proxy::{Fault, FaultProxy};
 use support::s3::S3Storage;
@@ -259,28 +260,10 @@ enum Referrers {
     Api { page_size: usize },
 }
 
-/// Fresh cosign keys (`ec.key`/`ec.pub`, `ed.key`/`ed.pub`) from the
-/// independent peer (`tests/cosign_peer.py`).
-fn peer_keys() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cosign_peer.py");
-    let made = std::process::Command::new("python3")
-        .arg(script)
-        .args(["keygen", dir.path().to_str().unwrap(), "secret"])
-        .output()
-        .expect("python3 runs (scripts/setup installs the peer's packages)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    dir
-}
-
 #[test]
 fn referrer_paths_work_with_the_referrers_api_and_without_it() {
-    let keys = peer_keys();
-    let key = |name: &str| std::fs::read_to_string(keys.path().join(name)).unwrap();
+    let (_keys, keys) = peer_keys();
+    let key = |name: &str| std::fs::read_to_string(keys.join(name)).unwrap();
     for mode in [Referrers::FallbackTag, Referrers::Api { page_size: 1 }] {
         let registry = TestRegistry::plain();
         let proxy = FaultProxy::start(&registry);

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod aws;
+pub mod cosign_peer;
 pub mod image;
 pub mod layer_grammar;
 pub mod proxy;
@@ -306,6 +307,18 @@ pub fn flood_body(bytes: u64, fill: u8) -> axum::body::Body {
 
 /// A free loopback port (the listener is closed before returning; the small
 /// race with other processes is acceptable on a test machine).
+/// Starts `command` (a server) with stdin closed and stdout and stderr
+/// into the file `log`; panics naming `what` if it cannot start.
+pub fn spawn_logged(command: &mut Command, log: &Path, what: &str) -> std::process::Child {
+    let file = std::fs::File::create(log).unwrap();
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"))
+}
+
 /// Waits (30 s at most) until `child` listens on `address`; panics
 /// with its `log` if it exits or never does. Every loop is bounded.
 pub fn wait_listening(

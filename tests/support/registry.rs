@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 
@@ -153,7 +153,6 @@ impl TestRegistry {
             }
         }
         std::fs::write(dir.path().join("config.yml"), &config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let mut command = Command::new(REGISTRY_BIN);
         // The S3 driver's AWS SDK reads the machine's AWS settings (a CA
         // bundle it cannot load, profiles): the test S3 needs none.
@@ -162,14 +161,12 @@ impl TestRegistry {
                 command.env_remove(name);
             }
         }
-        let child = command
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
+        command.arg("serve").arg(dir.path().join("config.yml"));
+        let child = super::spawn_logged(
+            &mut command,
+            &dir.path().join("registry.log"),
+            "docker-registry",
+        );
         let mut registry = TestRegistry {
             child,
             dir,

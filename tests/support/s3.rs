@@ -8,7 +8,7 @@
 //! presigned URLs name, so what reaches storage is recorded (and can be
 //! cut or refused, as an expired URL is).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use super::free_port;
 use super::proxy::FaultProxy;
@@ -30,15 +30,13 @@ impl S3Storage {
         super::install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let moto_port = free_port();
-        let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-            .arg(moto_port.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start moto (scripts/setup installs it)");
+        let child = super::spawn_logged(
+            Command::new("python3")
+                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+                .arg(moto_port.to_string()),
+            &dir.path().join("moto.log"),
+            "moto (scripts/setup installs it)",
+        );
         let mut storage = S3Storage {
             child,
             dir,
