@@ -7,6 +7,8 @@ use std::fmt;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
+use super::rate_limit::RateLimit;
+
 /// A request the registry answered with an unexpected status.
 #[derive(Debug)]
 pub struct StatusError {
@@ -22,6 +24,8 @@ pub struct StatusError {
     pub detail: String,
     /// The server's `Retry-After`, when it sent one in seconds.
     pub retry_after: Option<std::time::Duration>,
+    /// The rate limit the answer stated (`RateLimit-*` headers), if any.
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Deserialize)]
@@ -82,9 +86,11 @@ impl StatusError {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(std::time::Duration::from_secs);
+        let rate_limit = RateLimit::from_headers(response.headers());
         let body = super::http::read_prefix(response, MAX_ERROR_BODY).await;
         let mut error = Self::new(method, path, status, &body);
         error.retry_after = retry_after;
+        error.rate_limit = rate_limit;
         error
     }
 
@@ -109,6 +115,7 @@ impl StatusError {
             codes,
             detail,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -123,6 +130,15 @@ impl fmt::Display for StatusError {
         write!(f, "{} {}: {}", self.method, self.path, self.status)?;
         if !self.detail.is_empty() {
             write!(f, " ({})", excerpt(self.detail.as_bytes()))?;
+        }
+        // A refusal for load names the limit and the wait asked for.
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            if let Some(limit) = &self.rate_limit {
+                write!(f, "; {limit}")?;
+            }
+            if let Some(wait) = self.retry_after {
+                write!(f, "; retry after {} s", wait.as_secs())?;
+            }
         }
         Ok(())
     }

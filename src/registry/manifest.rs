@@ -17,8 +17,12 @@ use crate::reference::{Repository, Target};
 impl RegistryClient {
     /// The digest `target` resolves to, or `None` when the registry says it
     /// does not exist. A HEAD is tried first; a GET follows only when the
-    /// HEAD was refused (e.g. 405) or carried no usable digest, and then the
-    /// digest is the hash of the body.
+    /// HEAD was refused (404 or 405: Nexus and others fail manifest HEADs
+    /// that a GET answers, registry-quirks.md §1.2 and §10) or carried no
+    /// usable digest, and then the digest is the hash of the body. A GET's
+    /// 404 is the one that says "absent" (it costs a round trip only when
+    /// the tag is missing; Docker Hub counts a GET as a pull only when it
+    /// serves a manifest).
     pub async fn resolve_digest(
         &self,
         repo: &Repository,
@@ -26,7 +30,6 @@ impl RegistryClient {
     ) -> anyhow::Result<Option<Digest>> {
         let head = self.manifest_request(Method::HEAD, repo, target).await;
         match head {
-            Ok(response) if response.status() == StatusCode::NOT_FOUND => return Ok(None),
             Ok(response) if response.status() == StatusCode::OK => {
                 if let Some(digest) = header_digest(&response)
                     && matches_target(&digest, target)

@@ -18,6 +18,7 @@ pub mod upload_source;
 pub(crate) mod http;
 pub mod manifest;
 pub mod policy;
+pub mod rate_limit;
 pub mod referrers;
 pub mod retry;
 mod session;

@@ -8,6 +8,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::error::StatusError;
+use super::rate_limit::RateLimit;
 
 /// How often and how long to retry.
 #[derive(Clone, Debug)]
@@ -98,10 +99,14 @@ impl<'a> Attempts<'a> {
     /// After a transient failure: how long to wait before the next attempt,
     /// or `None` when the attempts or the budget are spent.
     fn next_delay(&mut self, transient: &Transient) -> Option<Duration> {
+        // The wait a server asks for is honoured whole (within the budget:
+        // beyond it, the step gives up now and the error says how long was
+        // asked), never shorter than the backoff (GHCR answers sub-second
+        // Retry-After values in bursts, registry-quirks.md §1.8).
+        let backoff = self.policy.backoff(self.attempt);
         let delay = transient
             .retry_after
-            .map(|d| d.min(self.policy.max_delay))
-            .unwrap_or_else(|| self.policy.backoff(self.attempt));
+            .map_or(backoff, |asked| asked.max(backoff));
         if self.attempt >= self.policy.max_attempts
             || self.since.elapsed() + delay > self.policy.budget
         {
@@ -160,8 +165,18 @@ fn pseudo_random_fraction() -> f64 {
 pub fn classify(error: &anyhow::Error) -> Option<Transient> {
     for cause in error.chain() {
         if let Some(status) = cause.downcast_ref::<StatusError>() {
+            // A spent rate limit that renews in hours (Docker Hub's pull
+            // limit: 429 with `ratelimit-remaining: 0`, no Retry-After) is
+            // not waited for: the error names the limit at once.
+            let limit = status.rate_limit.as_ref();
+            if status.status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                && status.retry_after.is_none()
+                && limit.is_some_and(RateLimit::spent)
+            {
+                return None;
+            }
             return is_retryable_status(status.status).then_some(Transient {
-                retry_after: status.retry_after,
+                retry_after: status.retry_after.or(limit.and_then(|l| l.reset)),
             });
         }
         if let Some(e) = cause.downcast_ref::<reqwest::Error>()
@@ -289,6 +304,88 @@ mod tests {
         let message = format!("{:#}", result.unwrap_err());
         assert!(message.contains("giving up after 3 attempts"), "{message}");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    fn limited(retry_after: Option<u64>, limit: RateLimit) -> anyhow::Error {
+        let mut e = StatusError::new(
+            Method::GET,
+            "/v2/library/alpine/manifests/latest".into(),
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#,
+        );
+        e.retry_after = retry_after.map(Duration::from_secs);
+        e.rate_limit = Some(limit);
+        anyhow::Error::new(e)
+    }
+
+    #[test]
+    fn a_spent_rate_limit_is_not_waited_for_and_is_named() {
+        let hub = RateLimit {
+            limit: Some(100),
+            window: Some(Duration::from_secs(21600)),
+            remaining: Some(0),
+            ..RateLimit::default()
+        };
+        let spent = limited(None, hub.clone());
+        assert_eq!(classify(&spent), None);
+        assert_eq!(
+            spent.to_string(),
+            "GET /v2/library/alpine/manifests/latest: 429 Too Many Requests \
+             (TOOMANYREQUESTS: You have reached your pull rate limit.); rate limit 100 per 6 h, 0 left"
+        );
+        // Asked to wait: waited, and the wait is in the message.
+        let asked = limited(Some(30), hub.clone());
+        assert_eq!(
+            classify(&asked),
+            Some(Transient {
+                retry_after: Some(Duration::from_secs(30))
+            })
+        );
+        assert!(asked.to_string().ends_with("0 left; retry after 30 s"));
+        // A stated reset is a wait too; a limit not spent is retried.
+        let reset = RateLimit {
+            reset: Some(Duration::from_secs(5)),
+            ..hub.clone()
+        };
+        assert_eq!(
+            classify(&limited(None, reset)).unwrap().retry_after,
+            Some(Duration::from_secs(5))
+        );
+        let left = RateLimit {
+            remaining: Some(3),
+            ..hub
+        };
+        assert_eq!(classify(&limited(None, left)).unwrap().retry_after, None);
+    }
+
+    #[tokio::test]
+    async fn a_wait_longer_than_the_budget_gives_up_at_once() {
+        let calls = AtomicU32::new(0);
+        let result: anyhow::Result<()> = quick()
+            .run("op", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(status(429, Some(3600)))
+            })
+            .await;
+        let message = format!("{:#}", result.unwrap_err());
+        assert!(message.contains("retry after 3600 s"), "{message}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_short_wait_asked_is_never_shorter_than_the_backoff() {
+        let policy = RetryPolicy {
+            base_delay: Duration::from_millis(40),
+            max_delay: Duration::from_millis(40),
+            ..quick()
+        };
+        let mut attempts = Attempts::new(&policy);
+        let delay = attempts
+            .next_delay(&Transient {
+                retry_after: Some(Duration::ZERO),
+            })
+            .unwrap();
+        assert!(delay >= Duration::from_millis(30), "{delay:?}");
     }
 
     #[test]

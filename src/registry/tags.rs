@@ -23,12 +23,14 @@ const MAX_PAGES: usize = 1000;
 const MAX_TAGS: usize = 100_000;
 const MAX_LISTING_BYTES: usize = 16 << 20;
 
+/// One page. Entries are optional: Nexus 3.58 lists JSON `null` among the
+/// tags (containers/skopeo#2409), and they are skipped.
 #[derive(Deserialize)]
 struct Page {
     #[serde(default)]
-    tags: Option<Vec<String>>,
+    tags: Option<Vec<Option<String>>>,
     #[serde(default)]
-    repositories: Option<Vec<String>>,
+    repositories: Option<Vec<Option<String>>>,
 }
 
 impl RegistryClient {
@@ -100,8 +102,26 @@ impl RegistryClient {
         let next = next_page(&url, &response)?;
         let body = read_limited(response, MAX_LISTING_BYTES).await?;
         let page: Page = serde_json::from_slice(&body).context("invalid listing")?;
-        Ok((page.tags.or(page.repositories).unwrap_or_default(), next))
+        let names = match (page.tags, page.repositories) {
+            // Only tags can be asked for: Artifactory lists digests among
+            // them (containers/skopeo#2346), which are not.
+            (Some(tags), _) => tags.into_iter().flatten().filter(|t| is_tag(t)).collect(),
+            (None, Some(names)) => names.into_iter().flatten().collect(),
+            (None, None) => Vec::new(),
+        };
+        Ok((names, next))
     }
+}
+
+/// Whether `name` is a tag by the distribution spec's grammar
+/// (`[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`).
+fn is_tag(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// The pages of a paged answer (tags, catalog, referrers), followed by
@@ -206,6 +226,17 @@ fn next_link(header: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn junk_in_tag_listings_is_not_a_tag() {
+        for tag in ["latest", "v1.2.3-rc.1", "_x", &"a".repeat(128)] {
+            assert!(is_tag(tag), "{tag}");
+        }
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        for junk in ["", ".x", "-x", "a/b", &digest, &"a".repeat(129)] {
+            assert!(!is_tag(junk), "{junk}");
+        }
+    }
 
     #[test]
     fn link_headers() {

@@ -138,29 +138,48 @@ impl RegistryClient {
                     r.header(header::CONTENT_LENGTH, 0)
                 })
             })
-            .await?;
-        let opened: &[StatusCode] = match mount {
-            Some(_) => &[StatusCode::CREATED, StatusCode::ACCEPTED],
-            None => &[StatusCode::ACCEPTED],
-        };
-        let response = StatusError::expect(response, opened).await?;
-        match response.status() {
-            StatusCode::CREATED => Ok(Opened::Mounted),
-            _ => {
-                let min_chunk = response
-                    .headers()
-                    .get("oci-chunk-min-length")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                let location = location_of(&url, &response)?
-                    .context("the registry opened an upload without a Location")?;
-                Ok(Opened::Session(Session {
-                    location,
-                    min_chunk,
-                }))
-            }
+            .await;
+        if mount.is_none() {
+            let response = StatusError::expect(response?, &[StatusCode::ACCEPTED]).await?;
+            let location = location_of(&url, &response)?
+                .context("the registry opened an upload without a Location")?;
+            return Ok(Opened::Session(Session {
+                location,
+                min_chunk: min_chunk_of(&response),
+            }));
         }
+        // A mount is a wish: registries refuse it with 202 and a session
+        // (the spec; ECR when no manifest in `from` references the blob),
+        // 202 without a `Location`, 401 or 400 (Harbor, for a `from` in
+        // another project), 405 or another status (registry-quirks.md
+        // §1.4). Only 201 mounted; anything else but a usable 202 is
+        // answered with a plain upload.
+        let refused = match response {
+            Ok(response) if response.status() == StatusCode::CREATED => {
+                return Ok(Opened::Mounted);
+            }
+            Ok(response) if response.status() == StatusCode::ACCEPTED => {
+                match location_of(&url, &response) {
+                    Ok(Some(location)) => {
+                        return Ok(Opened::Session(Session {
+                            location,
+                            min_chunk: min_chunk_of(&response),
+                        }));
+                    }
+                    _ => "202 without a Location".to_owned(),
+                }
+            }
+            Ok(response) => StatusError::from_response(response).await.to_string(),
+            // Retries are spent on a failing registry: a plain POST would
+            // only wait through them again.
+            Err(e) if super::retry::classify(&e).is_some() => return Err(e),
+            Err(e) => super::error::one_line(&e),
+        };
+        tracing::info!(
+            "{}: mount refused ({refused}); uploading instead",
+            self.host()
+        );
+        Box::pin(self.open_upload(repo, None)).await
     }
 
     /// Sends the source's bytes into an open upload and commits it.
@@ -421,4 +440,15 @@ fn location_of(request: &Url, response: &Response) -> anyhow::Result<Option<Url>
                 .with_context(|| format!("invalid Location {text:?}"))
         })
         .transpose()
+}
+
+/// The smallest chunk the registry takes (`OCI-Chunk-Min-Length` on the
+/// answer that opened the upload), or 0.
+fn min_chunk_of(response: &reqwest::Response) -> usize {
+    response
+        .headers()
+        .get("oci-chunk-min-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0)
 }

@@ -9,6 +9,7 @@ pub mod cosign_peer;
 pub mod image;
 pub mod layer_grammar;
 pub mod proxy;
+pub mod quirks;
 pub mod raw_tar;
 pub mod registry;
 pub mod s3;

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use super::quirks::{Quirk, QuirkState, Seen};
 use super::registry::TestRegistry;
 use super::runtime;
 
@@ -101,6 +102,8 @@ struct Settings {
     /// The referrers API stand-in: the registry's storage root and the
     /// page size (see [`FaultProxy::serve_referrers`]).
     referrers: Option<(std::path::PathBuf, usize)>,
+    /// Cited registry behaviours to reproduce (see [`FaultProxy::quirk`]).
+    quirks: Vec<Quirk>,
 }
 
 struct ProxyState {
@@ -110,6 +113,7 @@ struct ProxyState {
     /// Response body bytes sent to clients, request body bytes received.
     bytes_down: AtomicU64,
     bytes_up: AtomicU64,
+    quirk_state: Mutex<QuirkState>,
 }
 
 pub struct FaultProxy {
@@ -141,6 +145,7 @@ impl FaultProxy {
             settings: Mutex::new(Settings::default()),
             bytes_down: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
+            quirk_state: Mutex::new(QuirkState::default()),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -202,6 +207,17 @@ impl FaultProxy {
     /// named by `Link: <…>; rel="next"`.
     pub fn serve_referrers(&self, storage_root: std::path::PathBuf, page_size: usize) {
         self.state.settings.lock().unwrap().referrers = Some((storage_root, page_size.max(1)));
+    }
+
+    /// Behave as a real registry does where it differs from distribution
+    /// 2.8 (each [`Quirk`] names which and its source).
+    /// [`Quirk::AbsoluteTagLinks`] pages tag listings 2 at a time.
+    pub fn quirk(&self, quirk: Quirk) {
+        let mut settings = self.state.settings.lock().unwrap();
+        if quirk == Quirk::AbsoluteTagLinks {
+            settings.page_size = Some(2);
+        }
+        settings.quirks.push(quirk);
     }
 
     /// Drop `Docker-Content-Digest` from HEAD answers (some registries do).
@@ -379,8 +395,31 @@ async fn respond(state: Arc<ProxyState>, request: Request) -> Response {
         std::panic::resume_unwind(Box::new("injected upload cut"));
     }
     let path = request.uri().path().to_owned();
+    let quirks = state.settings.lock().unwrap().quirks.clone();
+    let seen = Seen {
+        path: path.clone(),
+        accept: request
+            .headers()
+            .get_all("accept")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let upstream = |method: &str, path: &str| {
+        state
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", state.upstream))
+    };
+    let request = match super::quirks::before(&quirks, &state.quirk_state, &upstream, request).await
+    {
+        Ok(request) => request,
+        Err(answer) => return answer,
+    };
     if let (Some(n), true, "GET") = (page_size, path.ends_with("/tags/list"), method.as_str()) {
-        return paginated(&state, request, &path, n, fault).await;
+        let absolute = quirks.contains(&Quirk::AbsoluteTagLinks);
+        let answer = paginated(&state, request, &path, n, fault, absolute).await;
+        return super::quirks::after(&quirks, &seen, answer).await;
     }
     let strip_location = matches!(fault, Some(Fault::StripLocation));
     let mut request = request;
@@ -401,7 +440,7 @@ async fn respond(state: Arc<ProxyState>, request: Request) -> Response {
     if path.contains("/blobs/uploads/") && matches!(method.as_str(), "PATCH" | "GET") {
         answer_like_ecr(&state, &method, &path, &mut response, ecr);
     }
-    response
+    super::quirks::after(&quirks, &seen, response).await
 }
 
 /// See [`FaultProxy::serve_referrers`]: `None` when it is off or the
@@ -604,14 +643,7 @@ async fn forward(state: &ProxyState, request: Request) -> Response {
         .fetch_add(body.len() as u64, Ordering::Relaxed);
     let answer = upstream.body(body).send().await.expect("upstream registry");
     let mut response = Response::builder().status(answer.status().as_u16());
-    let own = format!(
-        "http://{}",
-        parts
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-    );
+    let own = format!("http://{}", own_host(&parts.headers));
     for (name, value) in answer.headers() {
         if matches!(name.as_str(), "connection" | "transfer-encoding") {
             continue;
@@ -695,6 +727,7 @@ async fn paginated(
     path: &str,
     n: usize,
     fault: Option<Fault>,
+    absolute: bool,
 ) -> Response {
     let offset = request
         .uri()
@@ -739,11 +772,24 @@ async fn paginated(
         .header("content-length", body.len());
     if offset + n < tags.len() {
         let token = URL_SAFE_NO_PAD.encode(format!("opaque-cursor-{}", offset + n));
+        let origin = match absolute {
+            true => format!("http://{}", own_host(request.headers())),
+            false => String::new(),
+        };
         response = response.header(
             "link",
-            format!(r#"<{path}?n={n}&next_page={token}>; rel="next""#),
+            format!(r#"<{origin}{path}?n={n}&next_page={token}>; rel="next""#),
         );
     }
     let response = response.body(Body::from(body)).unwrap();
     cut(response, fault).await
+}
+
+/// The proxy's own `host:port`, as the client named it.
+fn own_host(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
