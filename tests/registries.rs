@@ -389,4 +389,18 @@ fn an_ipv6_literal_registry_works_in_every_field_that_takes_a_reference() {
     ]);
     assert!(tagged.success, "{}", tagged.stderr);
     assert_eq!(registry.digest_of("v6/cli", "cli"), Some(digest.clone()));
+
+    // A token realm on an IPv6 literal: out and check with credentials.
+    let tokened = TestRegistry::token_ipv6(USER, PASSWORD);
+    let realm = tokened.token_server.as_ref().unwrap().realm();
+    assert!(realm.starts_with("http://[::1]:"), "{realm}");
+    let source = json!({"repository": tokened.repo("v6/tokened"), "tag": "latest",
+                        "username": USER, "password": PASSWORD});
+    let digest = pushed(
+        work.path(),
+        json!({"source": source, "params": {"image": "layout"}}),
+    );
+    let versions = step("check", work.path(), json!({ "source": source })).json();
+    assert_eq!(versions[0]["digest"], digest);
+    assert!(tokened.token_server.as_ref().unwrap().request_count() >= 2);
 }

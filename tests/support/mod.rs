@@ -8,6 +8,7 @@ pub mod aws;
 pub mod cosign_peer;
 pub mod image;
 pub mod layer_grammar;
+pub mod private_network;
 pub mod proxy;
 pub mod quirks;
 pub mod raw_tar;
@@ -278,8 +279,16 @@ pub fn project_script(name: &str, args: &[&std::ffi::OsStr], envs: &[(&str, &Pat
 /// Serves `app` on a free loopback port until the returned sender is used
 /// (or dropped): the harness's small HTTP servers.
 pub fn serve(app: axum::Router) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    serve_on(app, ([127, 0, 0, 1], 0).into())
+}
+
+/// [`serve`] on `address` (`[::1]:0` for the IPv6 loopback).
+pub fn serve_on(
+    app: axum::Router,
+    address: std::net::SocketAddr,
+) -> (u16, tokio::sync::oneshot::Sender<()>) {
     let listener = runtime()
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .block_on(tokio::net::TcpListener::bind(address))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -292,6 +301,72 @@ pub fn serve(app: axum::Router) -> (u16, tokio::sync::oneshot::Sender<()>) {
             .unwrap();
     });
     (port, tx)
+}
+
+/// Serves `app` over HTTPS with `tls`'s certificate on `address` (a
+/// private network namespace's 127.0.0.2:443, say); returns the port and
+/// the shutdown handle, as [`serve`].
+pub fn serve_tls(
+    app: axum::Router,
+    address: std::net::SocketAddr,
+    tls: &tls::TlsMaterial,
+) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    install_crypto();
+    let certs = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let tcp = runtime()
+        .block_on(tokio::net::TcpListener::bind(address))
+        .unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    runtime().spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    (port, tx)
+}
+
+/// A TCP listener whose connections are TLS (a failed handshake is
+/// dropped and the next connection taken).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, address)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, address);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 /// A body of `bytes` copies of `fill`, streamed in 1 MiB chunks without a

@@ -23,6 +23,29 @@ pub enum Auth {
     Token { username: String, password: String },
 }
 
+/// How to start a registry (see the constructors).
+struct Setup<'a> {
+    auth: Auth,
+    tls: Option<TlsMaterial>,
+    s3: Option<&'a S3Storage>,
+    address: SocketAddr,
+    /// A token server with its realm and service, instead of one made for
+    /// [`Auth::Token`].
+    token: Option<(TokenServer, String, String)>,
+}
+
+impl Setup<'_> {
+    fn new(auth: Auth, address: SocketAddr) -> Self {
+        Setup {
+            auth,
+            tls: None,
+            s3: None,
+            address,
+            token: None,
+        }
+    }
+}
+
 pub struct TestRegistry {
     child: Child,
     dir: tempfile::TempDir,
@@ -75,22 +98,88 @@ impl TestRegistry {
 
     /// A plain registry on the IPv6 loopback: named `[::1]:<port>`.
     pub fn plain_ipv6() -> Self {
-        Self::launch(Auth::Anonymous, false, None, Ipv6Addr::LOCALHOST.into())
+        Self::launch(Setup::new(
+            Auth::Anonymous,
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), free_port()),
+        ))
+    }
+
+    /// A plain-HTTP registry with basic auth on `address` (a private
+    /// network's non-loopback address, say).
+    pub fn basic_at(address: SocketAddr, username: &str, password: &str) -> Self {
+        Self::launch(Setup::new(
+            Auth::Basic {
+                username: username.into(),
+                password: password.into(),
+            },
+            address,
+        ))
+    }
+
+    /// A registry on the IPv6 loopback with token auth whose realm is on
+    /// the IPv6 loopback too (`http://[::1]:<port>/token`).
+    pub fn token_ipv6(username: &str, password: &str) -> Self {
+        let server = TokenServer::start_ipv6(username, password);
+        let realm = server.realm();
+        let mut setup = Setup::new(
+            Auth::Token {
+                username: username.into(),
+                password: password.into(),
+            },
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), free_port()),
+        );
+        setup.token = Some((server, realm, token_server::SERVICE.to_owned()));
+        Self::launch(setup)
     }
 
     /// [`TestRegistry::start`] with the storage in `s3`, or in its temp dir.
     pub fn start_with(auth: Auth, use_tls: bool, s3: Option<&S3Storage>) -> Self {
-        Self::launch(auth, use_tls, s3, Ipv4Addr::LOCALHOST.into())
+        let mut setup = Setup::new(
+            auth,
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_port()),
+        );
+        setup.tls = use_tls.then(tls::generate);
+        setup.s3 = s3;
+        Self::launch(setup)
     }
 
-    fn launch(auth: Auth, use_tls: bool, s3: Option<&S3Storage>, address: IpAddr) -> Self {
+    /// Docker Hub as a private network namespace sees it (the test's
+    /// `/etc/hosts` names `registry-1.docker.io` 127.0.0.1): TLS with
+    /// `tls` on 127.0.0.1:443, token auth as Docker Hub's
+    /// (`realm="https://auth.docker.io/token",service="registry.docker.io"`)
+    /// by `token_server`, which must sign for that service.
+    pub fn docker_hub(token_server: TokenServer, tls: TlsMaterial) -> Self {
+        let mut setup = Setup::new(
+            Auth::Token {
+                username: token_server.username.clone(),
+                password: token_server.password.clone(),
+            },
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 443),
+        );
+        setup.tls = Some(tls);
+        setup.token = Some((
+            token_server,
+            "https://auth.docker.io/token".to_owned(),
+            "registry.docker.io".to_owned(),
+        ));
+        Self::launch(setup)
+    }
+
+    fn launch(setup: Setup<'_>) -> Self {
         assert!(
             std::path::Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: run scripts/setup"
         );
         super::install_crypto();
+        let Setup {
+            auth,
+            tls: tls_material,
+            s3,
+            address: listen,
+            mut token,
+        } = setup;
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let (address, port) = (listen.ip(), listen.port());
         let storage = match s3 {
             Some(s3) => s3.registry_config(),
             None => format!(
@@ -100,13 +189,10 @@ impl TestRegistry {
         };
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             {storage}http:\n  addr: \"{}\"\n",
-            SocketAddr::new(address, port)
+             {storage}http:\n  addr: \"{listen}\"\n"
         );
-        let mut tls_material = None;
         let mut http = reqwest::Client::builder();
-        if use_tls {
-            let m = tls::generate();
+        if let Some(m) = &tls_material {
             std::fs::write(dir.path().join("cert.pem"), &m.cert_pem).unwrap();
             std::fs::write(dir.path().join("key.pem"), &m.key_pem).unwrap();
             writeln!(
@@ -119,7 +205,6 @@ impl TestRegistry {
             http = http.tls_certs_merge(
                 reqwest::Certificate::from_pem_bundle(m.ca_pem.as_bytes()).unwrap(),
             );
-            tls_material = Some(m);
         }
         let mut token_server = None;
         match &auth {
@@ -138,13 +223,15 @@ impl TestRegistry {
                 .unwrap();
             }
             Auth::Token { username, password } => {
-                let server = TokenServer::start(username, password);
+                let (server, realm, service) = token.take().unwrap_or_else(|| {
+                    let server = TokenServer::start(username, password);
+                    let realm = server.realm();
+                    (server, realm, token_server::SERVICE.to_owned())
+                });
                 std::fs::write(dir.path().join("token-root.pem"), &server.signer.cert_pem).unwrap();
                 writeln!(
                     config,
-                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}",
-                    server.realm(),
-                    token_server::SERVICE,
+                    "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {}\n    rootcertbundle: {}",
                     token_server::ISSUER,
                     dir.path().join("token-root.pem").display()
                 )

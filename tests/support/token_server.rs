@@ -21,6 +21,8 @@ pub const SERVICE: &str = "registry-image-test";
 
 /// Signs registry tokens.
 pub struct Signer {
+    /// The service tokens are for (`aud`), as the registry is configured.
+    audience: String,
     key: EcdsaKeyPair,
     cert_der: Vec<u8>,
     pub cert_pem: String,
@@ -28,6 +30,11 @@ pub struct Signer {
 
 impl Signer {
     pub fn new() -> Self {
+        Self::for_service(SERVICE)
+    }
+
+    /// A signer of tokens for `service`.
+    pub fn for_service(service: &str) -> Self {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["token-signer".to_owned()]).unwrap();
         params
@@ -41,6 +48,7 @@ impl Signer {
         )
         .unwrap();
         Signer {
+            audience: service.to_owned(),
             key: signing,
             cert_der: cert.der().to_vec(),
             cert_pem: cert.pem(),
@@ -61,7 +69,7 @@ impl Signer {
             .map(|(name, actions)| serde_json::json!({"type": "repository", "name": name, "actions": actions}))
             .collect();
         let claims = serde_json::json!({
-            "iss": ISSUER, "sub": subject, "aud": SERVICE,
+            "iss": ISSUER, "sub": subject, "aud": self.audience,
             "exp": now + 600, "nbf": now - 60, "iat": now,
             "jti": format!("{now}-{}", rand_u64()), "access": access,
         });
@@ -92,6 +100,7 @@ struct ServerState {
     username: String,
     password: String,
     requests: Arc<AtomicUsize>,
+    queries: Arc<Mutex<Vec<String>>>,
     faults: Arc<Mutex<Vec<TokenFault>>>,
 }
 
@@ -107,39 +116,90 @@ pub enum TokenFault {
 /// A running token service on a loopback port.
 pub struct TokenServer {
     pub port: u16,
+    address: std::net::IpAddr,
     pub signer: Arc<Signer>,
+    /// The credentials it grants access for.
+    pub username: String,
+    pub password: String,
     requests: Arc<AtomicUsize>,
+    queries: Arc<Mutex<Vec<String>>>,
     faults: Arc<Mutex<Vec<TokenFault>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TokenServer {
     pub fn start(username: &str, password: &str) -> Self {
-        let signer = Arc::new(Signer::new());
+        Self::serve(username, password, Signer::new(), |app| super::serve(app))
+    }
+
+    /// A token service on the IPv6 loopback: its realm is
+    /// `http://[::1]:<port>/token`.
+    pub fn start_ipv6(username: &str, password: &str) -> Self {
+        let mut server = Self::serve(username, password, Signer::new(), |app| {
+            super::serve_on(app, (std::net::Ipv6Addr::LOCALHOST, 0).into())
+        });
+        server.address = std::net::Ipv6Addr::LOCALHOST.into();
+        server
+    }
+
+    /// Docker Hub's token service as a private network namespace sees it
+    /// (`auth.docker.io` is 127.0.0.2 in the test's `/etc/hosts`): HTTPS
+    /// with `tls` on 127.0.0.2:443, tokens for `registry.docker.io`.
+    pub fn docker_hub(username: &str, password: &str, tls: &super::tls::TlsMaterial) -> Self {
+        let address: std::net::SocketAddr = ([127, 0, 0, 2], 443).into();
+        Self::serve(
+            username,
+            password,
+            Signer::for_service("registry.docker.io"),
+            |app| super::serve_tls(app, address, tls),
+        )
+    }
+
+    fn serve(
+        username: &str,
+        password: &str,
+        signer: Signer,
+        serve: impl FnOnce(axum::Router) -> (u16, tokio::sync::oneshot::Sender<()>),
+    ) -> Self {
+        let signer = Arc::new(signer);
         let requests = Arc::new(AtomicUsize::new(0));
+        let queries = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(ServerState {
             signer: signer.clone(),
             username: username.to_owned(),
             password: password.to_owned(),
             requests: requests.clone(),
+            queries: queries.clone(),
             faults: faults.clone(),
         });
         let app = axum::Router::new()
             .route("/token", axum::routing::get(issue))
             .with_state(state);
-        let (port, tx) = super::serve(app);
+        let (port, tx) = serve(app);
         TokenServer {
             port,
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
             signer,
+            username: username.to_owned(),
+            password: password.to_owned(),
             requests,
+            queries,
             faults,
             shutdown: Some(tx),
         }
     }
 
+    /// The query strings of the token requests so far (`service`, `scope`).
+    pub fn queries(&self) -> Vec<String> {
+        self.queries.lock().unwrap().clone()
+    }
+
     pub fn realm(&self) -> String {
-        format!("http://127.0.0.1:{}/token", self.port)
+        format!(
+            "http://{}/token",
+            std::net::SocketAddr::new(self.address, self.port)
+        )
     }
 
     /// Answer the next `times` token requests with `fault`.
@@ -177,6 +237,11 @@ async fn issue(
     RawQuery(query): RawQuery,
 ) -> axum::response::Response {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    state
+        .queries
+        .lock()
+        .unwrap()
+        .push(query.clone().unwrap_or_default());
     let fault = {
         let mut faults = state.faults.lock().unwrap();
         (!faults.is_empty()).then(|| faults.remove(0))
