@@ -214,40 +214,58 @@ fn a_download_cut_at_the_storage_host_resumes_and_a_refused_url_is_renewed() {
     );
     let layer = support::image::sha256(&img.layers[0]);
     let hex = layer.trim_start_matches("sha256:");
-    // The blob's data through a presigned URL (not the registry's own,
-    // AWS-signed reads of it): cut after 1 MB, then refused as an expired
-    // presigned URL is (403), then served.
+    // A proxy in front of the registry counts its blob GETs (it passes the
+    // redirects on).
+    let front = FaultProxy::start(&registry);
     let presigned = format!("{hex}/data?X-Amz-");
+    let layer_gets = || {
+        let registry_gets = front.count("GET", &format!("/blobs/{layer}"));
+        let storage_gets = storage
+            .presigned_gets()
+            .into_iter()
+            .filter(|(_, path)| path.contains(hex))
+            .count();
+        (registry_gets, storage_gets)
+    };
+    let get = |expect_in_log: &[&str]| {
+        let dest = tempfile::tempdir().unwrap();
+        let got = step(
+            "in",
+            dest.path(),
+            json!({"source": source(&registry, "s3/resume").as_object().cloned().map(|mut s| {
+                       s.insert("repository".into(), front.repo("s3/resume").into());
+                       Value::Object(s)
+                   }).unwrap(),
+                   "version": {"tag": "latest", "digest": digest}}),
+        );
+        assert!(got.success, "{}", got.stderr);
+        for part in expect_in_log {
+            assert!(got.stderr.contains(part), "{part}: {}", got.stderr);
+        }
+        assert_eq!(
+            std::fs::read(dest.path().join("rootfs/etc/seed")).unwrap(),
+            b"s3-resume"
+        );
+        assert_eq!(storage.proxy.pending_faults(), 0);
+    };
+    // Cut after 1 MB at the storage host: the rest comes from the same
+    // storage URL, still valid (one registry trip, two storage GETs).
+    storage
+        .proxy
+        .inject(Some("GET"), &presigned, Fault::DropAfter(1_000_000), 1);
+    get(&["resuming"]);
+    assert_eq!(layer_gets(), (1, 2));
+    // Cut, then the storage URL refused as an expired presigned URL is
+    // (403): the registry is asked for a fresh one, which serves the rest
+    // with a Range (two registry trips, three storage GETs).
     storage
         .proxy
         .inject(Some("GET"), &presigned, Fault::DropAfter(1_000_000), 1);
     storage
         .proxy
         .inject(Some("GET"), &presigned, Fault::Status(403, None), 1);
-    let dest = tempfile::tempdir().unwrap();
-    let got = step(
-        "in",
-        dest.path(),
-        json!({"source": source(&registry, "s3/resume"),
-               "version": {"tag": "latest", "digest": digest}}),
-    );
-    assert!(got.success, "{}", got.stderr);
-    assert!(got.stderr.contains("resuming"), "{}", got.stderr);
-    assert!(got.stderr.contains("fresh URL"), "{}", got.stderr);
-    assert_eq!(storage.proxy.pending_faults(), 0);
-    assert_eq!(
-        std::fs::read(dest.path().join("rootfs/etc/seed")).unwrap(),
-        b"s3-resume"
-    );
-    // Three trips through the registry for the layer: the first, the
-    // resume (refused at storage) and the fresh redirect; the last two
-    // asked storage for the rest with a Range.
-    let layer_gets: Vec<_> = storage
-        .presigned_gets()
-        .into_iter()
-        .filter(|(_, path)| path.contains(hex))
-        .collect();
-    assert_eq!(layer_gets.len(), 3, "{layer_gets:?}");
+    get(&["resuming", "fresh URL"]);
+    assert_eq!(layer_gets(), (1 + 2, 2 + 3));
     assert_storage_saw_no_credentials(&storage);
 }
 

@@ -142,20 +142,41 @@ impl RegistryClient {
         // Cleared when the registry answers a Range with other bytes than
         // asked for: later resumes fetch the whole blob and skip.
         let mut ranges_trusted = true;
+        // The storage URL the registry last redirected to (another
+        // origin): a resume asks it for the rest directly, without a
+        // registry round trip and without our credentials, while it serves;
+        // once it refuses or fails, the registry is asked for a fresh one.
+        let mut storage: Option<Url> = None;
         let policy = self.retry();
         let mut attempts = super::retry::Attempts::new(policy);
         loop {
             let from = blob.received;
             let ask_range = from > 0 && ranges_trusted;
-            let response = self
-                .send(Method::GET, url.clone(), repo.path(), move |r| {
-                    if ask_range {
-                        r.header(reqwest::header::RANGE, format!("bytes={from}-"))
-                    } else {
-                        r
+            let range = move |r: reqwest::RequestBuilder| {
+                if ask_range {
+                    r.header(reqwest::header::RANGE, format!("bytes={from}-"))
+                } else {
+                    r
+                }
+            };
+            let response = match storage.take() {
+                Some(at) => match super::http::send_and_wait(range(self.http().get(at))).await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        let what = format!("GET blob {digest} from its storage URL");
+                        let transient = Some(Transient { retry_after: None });
+                        attempts
+                            .wait(e, transient, &what, "asking the registry for a fresh URL")
+                            .await?;
+                        continue;
                     }
-                })
-                .await?;
+                },
+                None => {
+                    self.send(Method::GET, url.clone(), repo.path(), range)
+                        .await?
+                }
+            };
+            let redirected = !same_origin(&url, response.url());
             let content_range = response
                 .headers()
                 .get(reqwest::header::CONTENT_RANGE)
@@ -175,9 +196,7 @@ impl RegistryClient {
                 // presigned URL that expired (GHCR's last about 300 s,
                 // stargz-snapshotter#167) or was cut short. The next request
                 // to the registry gets a fresh one.
-                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED
-                    if !same_origin(&url, response.url()) =>
-                {
+                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED if redirected => {
                     let error = anyhow!(StatusError::from_response(response).await)
                         .context("the storage URL the registry redirected to was refused");
                     let what = format!("GET blob {digest}");
@@ -196,6 +215,9 @@ impl RegistryClient {
                     return Err(anyhow!(StatusError::from_response(response).await));
                 }
             };
+            if redirected && ranges_trusted {
+                storage = Some(response.url().clone());
+            }
             // Why this answer stopped short, and whether to go on: a body
             // cut short and a transient error are resumed, and so is a 206
             // with other bytes than asked for (asked again, for all of it).

@@ -76,6 +76,12 @@ impl RegistryClient {
         self
     }
 
+    /// The HTTP client, for requests that carry none of the registry's
+    /// credentials (a storage URL the registry redirected to).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// The registry's host (and port).
     pub fn host(&self) -> &str {
         &self.host

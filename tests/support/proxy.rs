@@ -118,6 +118,7 @@ struct ProxyState {
 
 pub struct FaultProxy {
     pub port: u16,
+    address: std::net::Ipv4Addr,
     state: Arc<ProxyState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -135,6 +136,12 @@ impl FaultProxy {
     /// A proxy in front of any plain-HTTP server (`http://host:port`).
     /// Redirects are passed on, never followed.
     pub fn in_front_of(upstream: &str) -> Self {
+        Self::in_front_of_at(upstream, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`FaultProxy::in_front_of`], listening on another loopback address
+    /// (127.0.0.2: a host of its own, not only another port).
+    pub fn in_front_of_at(upstream: &str, address: std::net::Ipv4Addr) -> Self {
         super::install_crypto();
         let state = Arc::new(ProxyState {
             upstream: upstream.to_owned(),
@@ -150,16 +157,17 @@ impl FaultProxy {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(state.clone());
-        let (port, tx) = super::serve(app);
+        let (port, tx) = super::serve_on(app, (address, 0).into());
         FaultProxy {
             port,
+            address,
             state,
             shutdown: Some(tx),
         }
     }
 
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.address, self.port)
     }
 
     pub fn repo(&self, path: &str) -> String {

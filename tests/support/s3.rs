@@ -41,7 +41,12 @@ impl S3Storage {
             child,
             dir,
             moto_port,
-            proxy: FaultProxy::in_front_of(&format!("http://127.0.0.1:{moto_port}")),
+            // The storage host is a host of its own (127.0.0.2), as S3 or
+            // a CDN is to a registry.
+            proxy: FaultProxy::in_front_of_at(
+                &format!("http://127.0.0.1:{moto_port}"),
+                std::net::Ipv4Addr::new(127, 0, 0, 2),
+            ),
         };
         storage.wait_ready();
         // An unsigned bucket creation: moto does not check signatures.
