@@ -129,7 +129,7 @@ pub struct TokenServer {
 
 impl TokenServer {
     pub fn start(username: &str, password: &str) -> Self {
-        Self::serve(username, password, Signer::new(), |app| super::serve(app))
+        Self::serve(username, password, Signer::new(), super::serve)
     }
 
     /// A token service on the IPv6 loopback: its realm is
