@@ -58,6 +58,9 @@ fn expected(quirk: Option<Quirk>, step: Step) -> Result<(), &'static str> {
     match (quirk, step) {
         // zot refuses Docker media types; the registry's reason is shown.
         (Some(Quirk::DockerTypesRefused), Step::OutDockerSave) => Err("MANIFEST_INVALID"),
+        // A registry refusing `subject` cannot hold a bundle referrer; the
+        // line says to sign in the tag form.
+        (Some(Quirk::SubjectRefused(_)), Step::SignVerify) => Err("params.sign.format: tag"),
         _ => Ok(()),
     }
 }
@@ -87,6 +90,9 @@ fn quirks() -> Vec<Option<Quirk>> {
         Some(Quirk::DockerTypesRefused),
         Some(Quirk::ChallengeOnlyOnPing),
         Some(Quirk::UpperCaseScheme),
+        Some(Quirk::ImmutableTags),
+        Some(Quirk::SubjectRefused(404)),
+        Some(Quirk::SubjectRefused(405)),
     ]
 }
 
@@ -232,7 +238,10 @@ fn every_cited_registry_quirk_against_every_step() {
         "saved:latest",
     );
     let mut failures = Vec::new();
+    // The outcomes as the README's table rows (printed with --nocapture).
+    let mut table = String::new();
     for quirk in quirks() {
+        let mut cells = format!("| {quirk:?} |");
         let registry = registry_for(quirk);
         let proxy = FaultProxy::start(&registry);
         if let Some(quirk) = quirk {
@@ -258,10 +267,15 @@ fn every_cited_registry_quirk_against_every_step() {
                 ));
                 continue;
             };
+            cells.push_str(match &outcome {
+                Ok(()) => " ok |",
+                Err(_) => " refused |",
+            });
             match (expected(quirk, step), outcome) {
                 (Ok(()), Ok(())) => {}
                 (Err(reason), Err(out)) => {
                     let line = out.error_line();
+                    eprintln!("{quirk:?} {step:?}: {line}");
                     if !line.contains(reason) {
                         failures.push(format!(
                             "{quirk:?} {step:?}: refused without {reason:?}: {line}"
@@ -284,7 +298,10 @@ fn every_cited_registry_quirk_against_every_step() {
         if !quirk_was_exercised(quirk, &proxy) {
             failures.push(format!("{quirk:?} never met the client"));
         }
+        table.push_str(&cells);
+        table.push('\n');
     }
+    eprintln!("{table}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -321,6 +338,15 @@ fn quirk_was_exercised(quirk: Option<Quirk>, proxy: &FaultProxy) -> bool {
         }
         Some(Quirk::ChallengeOnlyOnPing) | Some(Quirk::UpperCaseScheme) => saw("GET", "/v2/"),
         Some(Quirk::PullLimit(_)) => saw("GET", "/manifests/"),
+        // The sign step pushes `latest` again.
+        Some(Quirk::ImmutableTags) => {
+            requests
+                .iter()
+                .filter(|(m, p)| m == "PUT" && p.ends_with("/q/app/manifests/latest"))
+                .count()
+                == 2
+        }
+        Some(Quirk::SubjectRefused(_)) => saw("PUT", "/manifests/sha256:"),
     }
 }
 
@@ -350,6 +376,7 @@ fn a_spent_pull_limit_is_named_in_one_line_and_not_retried() {
         &json!({"source": source, "version": {"tag": "latest", "digest": digest}}),
     );
     let line = got.error_line();
+    eprintln!("{line}");
     for part in [
         "429 Too Many Requests",
         "TOOMANYREQUESTS",

@@ -75,10 +75,7 @@ impl Pusher<'_> {
     ) -> anyhow::Result<Digest> {
         let top = &pushed.top;
         stream::iter(tags)
-            .map(|tag| {
-                self.client
-                    .put_manifest(self.repo, tag, &top.media_type, &top.bytes)
-            })
+            .map(|tag| self.put_tag(tag, top))
             .buffer_unordered(MANIFEST_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
@@ -102,6 +99,37 @@ impl Pusher<'_> {
             );
         }
         Ok(served)
+    }
+
+    /// Puts `top` under `tag`. A refusal is no failure when the tag
+    /// already names `top`: ECR's immutable tags refuse every PUT to an
+    /// existing tag, even of the same digest (400 `TAG_INVALID`,
+    /// registry-quirks.md §2), and a re-run `put` of the same image must
+    /// pass. Only a refusal costs the extra lookup.
+    async fn put_tag(&self, tag: &str, top: &RawManifest) -> anyhow::Result<()> {
+        let refused = match self
+            .client
+            .put_manifest(self.repo, tag, &top.media_type, &top.bytes)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let served = self
+            .client
+            .resolve_digest(self.repo, &Target::Tag(tag.to_owned()))
+            .await;
+        match served {
+            Ok(Some(served)) if served == top.digest => {
+                tracing::info!(
+                    "{}:{tag} already names {served}; the registry refused to write it again ({})",
+                    self.repo,
+                    crate::registry::error::one_line(&refused)
+                );
+                Ok(())
+            }
+            _ => Err(refused),
+        }
     }
 
     /// Uploads a tree's blobs (`jobs`), then the manifests below its top

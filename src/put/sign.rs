@@ -292,7 +292,26 @@ impl Pusher<'_> {
                 media_type::OCI_MANIFEST,
                 &Bytes::from(manifest),
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                // Registries without OCI 1.1 referrers may refuse any
+                // manifest with a `subject` (Docker Hub until about 2023
+                // with 404, ECR with 405 for an index subject;
+                // registry-quirks.md §2, §4): say what to do instead.
+                let refused = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<crate::registry::StatusError>())
+                    .is_some_and(|s| s.status.is_client_error());
+                if refused {
+                    e.context(
+                        "the registry refused the bundle's manifest, which names the image as its \
+                         subject (an OCI 1.1 referrer); sign with params.sign.format: tag (the \
+                         default) on this registry",
+                    )
+                } else {
+                    e
+                }
+            })?;
         let descriptor = json!({
             "mediaType": media_type::OCI_MANIFEST,
             "digest": manifest_digest.to_string(),

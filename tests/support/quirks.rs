@@ -78,6 +78,15 @@ pub enum Quirk {
     /// Tag listings paged (2 a page) by absolute `Link` URLs with an opaque
     /// cursor (Quay in 2016; TritonDataCenter/node-docker-registry-client#12).
     AbsoluteTagLinks,
+    /// Tags are immutable: a manifest PUT to an existing tag answered 400
+    /// `TAG_INVALID`, even for the digest it already names (ECR's
+    /// immutable repositories; osscontainertools/kaniko#204,
+    /// moby/buildkit#3776).
+    ImmutableTags,
+    /// Manifest PUTs whose body has a `subject` answered with this status
+    /// (404: Docker Hub until about 2023, docker/hub-feedback#2307; 405:
+    /// ECR for an index subject, aws/containers-roadmap#2783).
+    SubjectRefused(u16),
     /// Docker Hub's pull limit: manifest GETs after this many answered 429
     /// `TOOMANYREQUESTS` without `Retry-After`, with `ratelimit-limit:
     /// 100;w=21600`, `ratelimit-remaining: 0;w=21600` and
@@ -260,7 +269,28 @@ pub async fn before(
                     .body(Body::from("<!doctype html><title>Sign in</title>"))
                     .unwrap());
             }
-            Quirk::MediaTypeRequired | Quirk::DockerTypesRefused
+            Quirk::ImmutableTags
+                if method == "PUT"
+                    && is_manifest(&path)
+                    && !path.contains("/manifests/sha256:") =>
+            {
+                let existing = upstream("HEAD", &path)
+                    .header("accept", MANIFEST_ACCEPT)
+                    .send()
+                    .await
+                    .unwrap();
+                if existing.status() == StatusCode::OK {
+                    let tag = path.rsplit('/').next().unwrap_or_default();
+                    return Err(error(
+                        400,
+                        "TAG_INVALID",
+                        &format!(
+                            "The image tag '{tag}' already exists and cannot be overwritten because the tag is immutable."
+                        ),
+                    ));
+                }
+            }
+            Quirk::MediaTypeRequired | Quirk::DockerTypesRefused | Quirk::SubjectRefused(_)
                 if method == "PUT" && is_manifest(&path) =>
             {
                 let content_type = header(&request, "content-type");
@@ -279,6 +309,11 @@ pub async fn before(
                     && content_type.starts_with("application/vnd.docker.")
                 {
                     return Err(error(400, "MANIFEST_INVALID", "manifest invalid"));
+                }
+                if let Quirk::SubjectRefused(status) = *quirk
+                    && manifest.get("subject").is_some()
+                {
+                    return Err(error(status, "MANIFEST_INVALID", "manifest invalid"));
                 }
                 request = Request::from_parts(parts, Body::from(bytes));
             }
