@@ -413,3 +413,39 @@ fn a_spent_pull_limit_is_named_in_one_line_and_not_retried() {
     assert!(got.success, "{}", got.stderr);
     assert_eq!(bare.pending_faults(), 0);
 }
+
+/// Token replies in the shapes registries give: only `access_token` (ACR),
+/// only `token` without a lifetime (Docker Hub in 2016). `out`, `check`
+/// and `in` pass with each.
+#[test]
+fn token_replies_in_every_shape() {
+    use support::token_server::TokenReply;
+    let work = tempfile::tempdir().unwrap();
+    support::image::write_oci_layout(
+        &work.path().join("layout"),
+        "latest",
+        &image("token-shape", "amd64", 1000),
+    );
+    for reply in [TokenReply::AccessTokenOnly, TokenReply::TokenOnly] {
+        let registry = TestRegistry::token(USER, PASSWORD);
+        registry.token_server.as_ref().unwrap().reply_with(reply);
+        let source = json!({"repository": registry.repo("t/app"), "tag": "latest",
+                            "username": USER, "password": PASSWORD});
+        let dir = work.path().to_str().unwrap();
+        let out = run_step(
+            "out",
+            &[dir],
+            &json!({"source": source, "params": {"image": "layout"}}),
+        );
+        let digest = out.json()["version"]["digest"].clone();
+        let checked = run_step("check", &[dir], &json!({ "source": source }));
+        assert_eq!(checked.json()[0]["digest"], digest, "{reply:?}");
+        let dest = tempfile::tempdir().unwrap();
+        let got = run_step(
+            "in",
+            &[dest.path().to_str().unwrap()],
+            &json!({"source": source, "version": {"tag": "latest", "digest": digest}}),
+        );
+        assert!(got.success, "{reply:?}: {}", got.stderr);
+    }
+}

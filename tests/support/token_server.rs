@@ -102,6 +102,18 @@ struct ServerState {
     requests: Arc<AtomicUsize>,
     queries: Arc<Mutex<Vec<String>>>,
     faults: Arc<Mutex<Vec<TokenFault>>>,
+    reply: Arc<Mutex<TokenReply>>,
+}
+
+/// The JSON a token is given in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenReply {
+    /// `{"token", "expires_in"}`, as distribution's spec shows.
+    Token,
+    /// `{"access_token"}` only, no lifetime (ACR; spinnaker/clouddriver#2275).
+    AccessTokenOnly,
+    /// `{"token"}` only, no lifetime (Docker Hub in 2016; distribution#1589).
+    TokenOnly,
 }
 
 /// What the token service does instead of issuing a token.
@@ -124,6 +136,7 @@ pub struct TokenServer {
     requests: Arc<AtomicUsize>,
     queries: Arc<Mutex<Vec<String>>>,
     faults: Arc<Mutex<Vec<TokenFault>>>,
+    reply: Arc<Mutex<TokenReply>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -165,7 +178,9 @@ impl TokenServer {
         let requests = Arc::new(AtomicUsize::new(0));
         let queries = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(Vec::new()));
+        let reply = Arc::new(Mutex::new(TokenReply::Token));
         let state = Arc::new(ServerState {
+            reply: reply.clone(),
             signer: signer.clone(),
             username: username.to_owned(),
             password: password.to_owned(),
@@ -186,8 +201,14 @@ impl TokenServer {
             requests,
             queries,
             faults,
+            reply,
             shutdown: Some(tx),
         }
+    }
+
+    /// Give tokens in this shape from now on.
+    pub fn reply_with(&self, reply: TokenReply) {
+        *self.reply.lock().unwrap() = reply;
     }
 
     /// The query strings of the token requests so far (`service`, `scope`).
@@ -307,7 +328,12 @@ async fn issue(
         .token(subject.as_deref().unwrap_or("anonymous"), &access);
     (
         [("content-type", "application/json")],
-        serde_json::json!({"token": token, "expires_in": 600}).to_string(),
+        match *state.reply.lock().unwrap() {
+            TokenReply::Token => serde_json::json!({"token": token, "expires_in": 600}),
+            TokenReply::AccessTokenOnly => serde_json::json!({"access_token": token}),
+            TokenReply::TokenOnly => serde_json::json!({ "token": token }),
+        }
+        .to_string(),
     )
         .into_response()
 }
