@@ -101,7 +101,7 @@ impl Repository {
 /// Docker Hub's API host. `REGISTRY_IMAGE_DOCKER_HUB_HOST` replaces it: the
 /// tests route Docker Hub names to a local registry this way (the network
 /// they may use is loopback only).
-fn docker_hub_api() -> &'static str {
+pub fn docker_hub_api() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
         std::env::var("REGISTRY_IMAGE_DOCKER_HUB_HOST")

@@ -260,19 +260,33 @@ fn mirror_first_for_docker_hub_names_with_clean_fallback() {
     let origin_digest = hub.origin.push("library/app", "latest", &on_origin);
 
     // Not on the mirror: check and in fall back to the origin. The mirror
-    // sees the ping and one HEAD (no GET after its 404).
+    // sees the ping, one HEAD and, after its 404, one GET (a registry's
+    // HEAD 404 may be wrong where its GET works, as Nexus's).
     let proxy = FaultProxy::start(&hub.mirror);
     let source = hub.source(&proxy.host());
     let versions = support::versions(&step("check", None, &envs, json!({"source": source})));
     assert_eq!(versions, vec![("latest".to_owned(), origin_digest.clone())]);
+    let request = |method: &str, path: &str| (method.to_owned(), path.to_owned());
     assert_eq!(
         proxy.requests(),
         vec![
-            ("GET".to_owned(), "/v2/".to_owned()),
-            (
-                "HEAD".to_owned(),
-                "/v2/library/app/manifests/latest".to_owned()
-            )
+            request("GET", "/v2/"),
+            request("HEAD", "/v2/library/app/manifests/latest"),
+            request("GET", "/v2/library/app/manifests/latest"),
+        ]
+    );
+    // Docker Hub itself: a missing tag is one HEAD, never a GET, which
+    // would count against the pull limit.
+    let hub_front = FaultProxy::start(&hub.origin);
+    let hub_envs = [("REGISTRY_IMAGE_DOCKER_HUB_HOST", hub_front.host())];
+    let absent = json!({"source": {"repository": "app", "tag": "absent"}});
+    let versions = support::versions(&step("check", None, &as_refs(&hub_envs), absent));
+    assert!(versions.is_empty());
+    assert_eq!(
+        hub_front.requests(),
+        vec![
+            request("GET", "/v2/"),
+            request("HEAD", "/v2/library/app/manifests/absent"),
         ]
     );
     let dest = tempfile::tempdir().unwrap();

@@ -146,6 +146,16 @@ impl Row<'_> {
         run_step(name, &[dir.to_str().unwrap()], &request)
     }
 
+    /// `out` to `repo` with `params`: its output when it succeeded.
+    fn put(&self, repo: &str, params: Value) -> Result<StepOutput, StepOutput> {
+        let out = self.step(
+            "out",
+            self.work,
+            json!({"source": self.source(repo, json!({})), "params": params}),
+        );
+        if out.success { Ok(out) } else { Err(out) }
+    }
+
     /// Runs `step`; `Ok` with the step's output when every run in it
     /// succeeded, else the failing run.
     fn run(&self, step: Step, index_digest: &str) -> Result<(), StepOutput> {
@@ -154,21 +164,11 @@ impl Row<'_> {
         let key = |name: &str| std::fs::read_to_string(self.keys.join(name)).unwrap();
         match step {
             Step::OutIndex => {
-                let out = single(self.step(
-                    "out",
-                    work,
-                    json!({"source": self.source("q/app", json!({})),
-                           "params": {"image": "layout"}}),
-                ))?;
+                let out = self.put("q/app", json!({"image": "layout"}))?;
                 assert_eq!(out.json()["version"]["digest"], index_digest);
             }
             Step::OutDockerSave => {
-                single(self.step(
-                    "out",
-                    work,
-                    json!({"source": self.source("q/saved", json!({})),
-                           "params": {"image": "image.tar"}}),
-                ))?;
+                self.put("q/saved", json!({"image": "image.tar"}))?;
             }
             Step::CheckTag | Step::CheckRegex => {
                 let mut source = self.source("q/app", json!({}));
@@ -194,22 +194,15 @@ impl Row<'_> {
             }
             Step::CopyMount => {
                 let from = format!("{}@{index_digest}", self.proxy.repo("q/app"));
-                let out = single(self.step(
-                    "out",
-                    work,
-                    json!({"source": self.source("q/copy", json!({})),
-                           "params": {"copy": {"from": from}}}),
-                ))?;
+                let out = self.put("q/copy", json!({"copy": {"from": from}}))?;
                 assert_eq!(out.json()["version"]["digest"], index_digest);
             }
             Step::SignVerify => {
-                single(self.step(
-                    "out",
-                    work,
-                    json!({"source": self.source("q/app", json!({})),
-                           "params": {"image": "layout",
-                                      "sign": {"key": key("ec.key"), "format": "bundle"}}}),
-                ))?;
+                self.put(
+                    "q/app",
+                    json!({"image": "layout",
+                           "sign": {"key": key("ec.key"), "format": "bundle"}}),
+                )?;
                 let out = single(self.step(
                     "check",
                     work,

@@ -20,9 +20,10 @@ impl RegistryClient {
     /// HEAD was refused (404 or 405: Nexus and others fail manifest HEADs
     /// that a GET answers, registry-quirks.md §1.2 and §10) or carried no
     /// usable digest, and then the digest is the hash of the body. A GET's
-    /// 404 is the one that says "absent" (it costs a round trip only when
-    /// the tag is missing; Docker Hub counts a GET as a pull only when it
-    /// serves a manifest).
+    /// 404 is the one that says "absent": a missing tag costs one more
+    /// round trip, except on Docker Hub, whose HEADs are faithful and whose
+    /// manifest GETs count against the pull limit (a `check` waiting for a
+    /// tag to appear must not spend it).
     pub async fn resolve_digest(
         &self,
         repo: &Repository,
@@ -30,6 +31,12 @@ impl RegistryClient {
     ) -> anyhow::Result<Option<Digest>> {
         let head = self.manifest_request(Method::HEAD, repo, target).await;
         match head {
+            Ok(response)
+                if response.status() == StatusCode::NOT_FOUND
+                    && self.host() == crate::reference::docker_hub_api() =>
+            {
+                return Ok(None);
+            }
             Ok(response) if response.status() == StatusCode::OK => {
                 if let Some(digest) = header_digest(&response)
                     && matches_target(&digest, target)

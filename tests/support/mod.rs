@@ -291,6 +291,16 @@ pub fn serve_on(
         .block_on(tokio::net::TcpListener::bind(address))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
+    (port, spawn_server(listener, app))
+}
+
+/// Serves `app` on `listener` in the background until the returned
+/// sender is dropped or fired.
+fn spawn_server<L>(listener: L, app: axum::Router) -> tokio::sync::oneshot::Sender<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     runtime().spawn(async move {
         axum::serve(listener, app)
@@ -300,7 +310,7 @@ pub fn serve_on(
             .await
             .unwrap();
     });
-    (port, tx)
+    tx
 }
 
 /// Serves `app` over HTTPS with `tls`'s certificate on `address` (a
@@ -330,16 +340,7 @@ pub fn serve_tls(
         tcp,
         acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
     };
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    runtime().spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
-    (port, tx)
+    (port, spawn_server(listener, app))
 }
 
 /// A TCP listener whose connections are TLS (a failed handshake is
