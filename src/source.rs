@@ -280,6 +280,10 @@ pub struct PutParams {
     /// Sign every manifest pushed with a cosign key.
     #[serde(default)]
     pub sign: Option<SignParams>,
+    /// Annotations for the pushed top manifest (build provenance); values
+    /// may name Concourse's build variables.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// `params.sign`: cosign signatures of what a put pushed.

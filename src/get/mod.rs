@@ -24,7 +24,7 @@ use crate::auth::Access;
 use crate::concourse::{InRequest, MetadataField, StepResponse};
 use crate::endpoint::Endpoint;
 use crate::image::manifest::{
-    Descriptor, ImageConfig, ImageManifest, parse_config, parse_manifest,
+    Descriptor, ImageConfig, ImageManifest, parse_config, parse_index, parse_manifest,
 };
 use crate::image::{Digest, Platform};
 use crate::progress::Progress;
@@ -122,12 +122,21 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         if !writes_image && !wants_metadata {
             return Ok(None);
         }
-        let image = parse_manifest(
+        // The annotations of an index apply to the images it lists (a
+        // multi-platform push annotates its index): the metadata shows the
+        // image's own over the top index's.
+        let index_annotations = match top.is_index() {
+            true => parse_index(&top.bytes)?.annotations,
+            false => Default::default(),
+        };
+        let mut image = parse_manifest(
             &client
                 .image_for_platform(&repository, top, platform)
                 .await?
                 .bytes,
         )?;
+        let own = std::mem::replace(&mut image.annotations, index_annotations);
+        image.annotations.extend(own);
         let config_bytes = client
             .get_small_blob(&repository, &image.config.digest()?)
             .await

@@ -73,6 +73,9 @@ pub struct ImageIndex {
     /// The manifests the index lists.
     #[serde(default)]
     pub manifests: Vec<Descriptor>,
+    /// The index's annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// What `check` and `in` read from an image config.

@@ -5,6 +5,7 @@
 //! Everything local is checked before the network is used: the tags
 //! (grammar, version, tag_prefix), the glob, and the input's structure.
 
+mod annotations;
 mod archive;
 mod artifact;
 mod base;
@@ -79,6 +80,14 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
              copies and deletes keep their bytes)"
         );
     }
+    if !params.annotations.is_empty() && (params.copy.is_some() || params.delete.is_some()) {
+        bail!(
+            "params.annotations cannot be combined with params.copy or params.delete: a copy \
+             keeps its origin's digest and a delete pushes nothing (annotate the build instead)"
+        );
+    }
+    let annotations =
+        annotations::Annotations::expand(&params.annotations, |name| std::env::var(name).ok())?;
     if let Some(delete) = &params.delete {
         if params.sign.is_some() {
             bail!(
@@ -196,6 +205,7 @@ pub async fn run(request: OutRequest, src: &Path) -> anyhow::Result<StepResponse
         progress: &progress,
         mount_from,
         compression,
+        annotations,
     };
     let pushed = pusher.push(input, &tags).await;
     progress.finish();
@@ -248,6 +258,7 @@ pub async fn promote(
         progress: &progress,
         mount_from: mount_source(&input, None, &endpoint.repository),
         compression: recompress::LayerCompression::Keep,
+        annotations: annotations::Annotations::default(),
     };
     let pushed = pusher.push(input, tags).await;
     progress.finish();
@@ -288,6 +299,15 @@ impl Pusher<'_> {
             Input::Package(package) => Pushed::single(self.push_package(package).await?),
             Input::Artifact(artifact) => Pushed::single(self.push_artifact(artifact).await?),
             Input::Remote(remote) => self.push_remote(*remote).await?,
+        };
+        // The children are pushed; the top is put under the tags next, so
+        // it is annotated now (a copy never is: it keeps its digest).
+        let pushed = match self.annotations.is_empty() || exact {
+            true => pushed,
+            false => Pushed {
+                top: self.annotations.apply(&pushed.top)?,
+                children: pushed.children,
+            },
         };
         let served = self.tag(&pushed, tags, exact).await?;
         Ok((pushed, served))

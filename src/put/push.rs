@@ -36,6 +36,8 @@ pub struct Pusher<'a> {
     pub mount_from: Option<String>,
     /// `params.compression`.
     pub compression: LayerCompression,
+    /// `params.annotations`, set on the top manifest.
+    pub annotations: super::annotations::Annotations,
 }
 
 /// One blob to get into the repository.
