@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::auth::{Access, Credentials, acr, docker_config, ecr};
+use crate::auth::{Access, Credentials, acr, docker_config, ecr, google};
 use crate::reference::Repository;
 use crate::registry::chunking::{Chunking, DEFAULT_CHUNK_BYTES, ECR_MIN_CHUNK_BYTES};
 use crate::registry::http::parse_ca_certs;
@@ -86,6 +86,14 @@ impl Endpoint {
                 .context("cannot authenticate with ACR")?;
             credentials = Some(login);
             credential_hosts = Some(acr::host_guard(source));
+        }
+        if source.google_workload_identity {
+            let http = crate::registry::http::build_client_without_redirects(ca_certs.clone())?;
+            let login = google::login(source, &repository, &http)
+                .await
+                .context("cannot authenticate with Google")?;
+            credentials = Some(login);
+            credential_hosts = Some(google::host_guard(source));
         }
         if credentials.is_none() {
             credentials = docker_credentials(repository.registry()).await;

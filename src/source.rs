@@ -173,6 +173,18 @@ pub struct Source {
     #[serde(default)]
     pub azure_acr_hosts: Vec<String>,
 
+    /// Google Artifact Registry / GCR with the worker's service account
+    /// from the GCE metadata server (see `auth::google`).
+    #[serde(default)]
+    pub google_workload_identity: bool,
+    /// Google: a service account to impersonate with the worker's.
+    #[serde(default)]
+    pub google_impersonate_service_account: String,
+    /// Google: hosts besides Google's registries (`*-docker.pkg.dev`,
+    /// `gcr.io`, `*.gcr.io`) that may receive the service account's token.
+    #[serde(default)]
+    pub google_registry_hosts: Vec<String>,
+
     /// Notary v1 signing; accepted so the error can say why it is refused.
     #[serde(default)]
     pub content_trust: Option<serde_json::Value>,
@@ -463,6 +475,9 @@ impl Source {
             azure_tenant_id,
             azure_environment,
             azure_acr_hosts,
+            google_workload_identity,
+            google_impersonate_service_account,
+            google_registry_hosts,
         } = self.clone();
         Source {
             username,
@@ -484,6 +499,9 @@ impl Source {
             azure_tenant_id,
             azure_environment,
             azure_acr_hosts,
+            google_workload_identity,
+            google_impersonate_service_account,
+            google_registry_hosts,
             ..Source::default()
         }
     }
@@ -511,7 +529,36 @@ impl Source {
         if !self.aws_role_arn.is_empty() && !self.aws_role_arns.is_empty() {
             bail!("source.aws_role_arn cannot be set at the same time as source.aws_role_arns");
         }
+        self.validate_google()?;
         self.refuse_unsupported()
+    }
+
+    /// The Google fields: one login at a time, an account that fits a URL.
+    fn validate_google(&self) -> anyhow::Result<()> {
+        let google = self.google_workload_identity;
+        if !google
+            && (!self.google_impersonate_service_account.is_empty()
+                || !self.google_registry_hosts.is_empty())
+        {
+            bail!(
+                "source.google_impersonate_service_account and source.google_registry_hosts \
+                 need source.google_workload_identity: true"
+            );
+        }
+        if google && (!self.username.is_empty() || self.azure_acr || !self.aws_region.is_empty()) {
+            bail!(
+                "source.google_workload_identity cannot be combined with username, azure_acr or \
+                 aws_region: one login at a time"
+            );
+        }
+        let account = &self.google_impersonate_service_account;
+        if !account.is_empty() && !crate::auth::google::is_service_account(account) {
+            bail!(
+                "source.google_impersonate_service_account {account:?}: not a service account \
+                 address (name@project.iam.gserviceaccount.com)"
+            );
+        }
+        Ok(())
     }
 
     /// Fields of the original resource this version does not implement yet

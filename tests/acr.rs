@@ -283,7 +283,7 @@ fn azure_tokens_go_only_to_acr_hosts_or_hosts_the_source_names() {
     let line = out.error_line();
     assert!(line.contains("nothing was sent"), "{line}");
     assert!(
-        line.contains("not an Azure Container Registry host"),
+        line.contains("is not one of Azure's registry hosts"),
         "{line}"
     );
     assert!(line.contains("source.azure_acr_hosts"), "{line}");

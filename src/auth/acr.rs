@@ -26,11 +26,10 @@
 //! `REGISTRY_IMAGE_AZURE_EXCHANGE_URL` (instead of the registry's
 //! `/oauth2/exchange`).
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use super::cloud_call::{answer, timed};
 use super::{Credentials, HostGuard};
 use crate::reference::Repository;
 use crate::source::Source;
@@ -77,10 +76,6 @@ pub const REFRESH_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
 const IMDS_URL_ENV: &str = "REGISTRY_IMAGE_AZURE_IMDS_URL";
 const EXCHANGE_URL_ENV: &str = "REGISTRY_IMAGE_AZURE_EXCHANGE_URL";
 const IMDS_URL: &str = "http://169.254.169.254";
-/// Each Azure call's limit, as the original's.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Answers larger than this are refused (they hold one token).
-const MAX_ANSWER_BYTES: usize = 64 << 10;
 
 /// An Azure cloud: which management resource its tokens are for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,16 +143,7 @@ pub async fn login(
     http: &reqwest::Client,
 ) -> anyhow::Result<Credentials> {
     let registry = repository.registry();
-    let guard = host_guard(source);
-    if !guard.allows(registry) {
-        bail!(
-            "nothing was sent: {registry} is not an Azure Container Registry host ({}), so the \
-             managed identity's tokens do not go there; for a registry's custom domain, name it \
-             in {}",
-            guard.own_hosts,
-            guard.field
-        );
-    }
+    host_guard(source).admit(registry, "the managed identity's token")?;
     let cloud = Cloud::of(&source.azure_environment, registry);
     let aad = managed_identity_token(http, cloud, &source.azure_client_id).await?;
     let scheme = if source.insecure { "http" } else { "https" };
@@ -189,7 +175,8 @@ pub async fn login(
         "ACR token exchange",
         "ACR token exchange returned status",
     )
-    .await?;
+    .await?
+    .body;
     let answer: RefreshToken =
         serde_json::from_slice(&body).context("failed to decode ACR token exchange response")?;
     Credentials::from_parts(REFRESH_TOKEN_USER, &answer.refresh_token)
@@ -216,7 +203,8 @@ async fn managed_identity_token(
         "asking the managed identity endpoint (IMDS) for a token",
         "the managed identity endpoint (IMDS) answered",
     )
-    .await?;
+    .await?
+    .body;
     let token: AccessToken = serde_json::from_slice(&body)
         .context("the managed identity endpoint's answer is not a token")?;
     if token.access_token.is_empty() {
@@ -253,40 +241,6 @@ fn tenant_of(challenge: &str) -> Option<String> {
         .take_while(|c| *c != '"' && *c != '&' && *c != ',')
         .collect();
     (!value.is_empty()).then_some(value)
-}
-
-/// Sends `request` (within the time limit) and reads its answer, bounded;
-/// a status other than 2xx is an error `<refused> <status>: <excerpt>`.
-async fn answer(
-    request: reqwest::RequestBuilder,
-    sending: &str,
-    refused: &str,
-) -> anyhow::Result<Vec<u8>> {
-    let response = timed(request.send()).await.context(sending.to_owned())?;
-    let status = response.status();
-    if status.is_redirection() {
-        bail!(
-            "{refused} {} (a redirect): not followed, the token goes nowhere else",
-            status.as_u16()
-        );
-    }
-    let body = crate::registry::http::read_prefix(response, MAX_ANSWER_BYTES).await;
-    if !status.is_success() {
-        bail!(
-            "{refused} {}: {}",
-            status.as_u16(),
-            crate::registry::error::excerpt(&body)
-        );
-    }
-    Ok(body)
-}
-
-async fn timed(
-    request: impl Future<Output = reqwest::Result<reqwest::Response>>,
-) -> anyhow::Result<reqwest::Response> {
-    Ok(tokio::time::timeout(CALL_TIMEOUT, request)
-        .await
-        .context("no answer within 30 s")??)
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 
 pub mod acr;
 pub mod challenge;
+pub mod cloud_call;
 pub mod docker_config;
 pub mod ecr;
+pub mod google;
 pub mod token;
 
 use std::fmt;
@@ -35,6 +37,22 @@ impl HostGuard {
     /// Whether the credentials may go to `host` (`host[:port]`).
     pub fn allows(&self, host: &str) -> bool {
         (self.is_cloud_host)(host) || self.named.iter().any(|n| n.eq_ignore_ascii_case(host))
+    }
+
+    /// Before a login asks anything of the cloud: `Ok` when its
+    /// credentials (`what`, for the message) may go to `registry`, else the
+    /// one line saying nothing was sent, and why.
+    pub fn admit(&self, registry: &str, what: &str) -> anyhow::Result<()> {
+        if self.allows(registry) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "nothing was sent: {registry} is not one of {}'s registry hosts ({}), so {what} does \
+             not go there; for another host (a registry's custom domain), name it in {}",
+            self.cloud,
+            self.own_hosts,
+            self.field
+        )
     }
 }
 
