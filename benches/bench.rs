@@ -198,6 +198,67 @@ fn bench_check() {
         ms(median(wall)),
         median_u64(rss) / 1024
     );
+    bench_tag_check_per_connection();
+}
+
+/// A tag-mode check of an unchanged tag, 100 times in a row, as Concourse
+/// runs it every minute: CPU and requests per check, over plain HTTP
+/// (anonymous and with token auth) and TLS. Requests are counted by a proxy
+/// in front of the registry (and, with token auth, at the token service).
+fn bench_tag_check_per_connection() {
+    const CHECKS: usize = 100;
+    let image = TestImage::seeded("tag-check");
+    let plain = TestRegistry::plain();
+    let token = TestRegistry::token("bench", "bench-password");
+    let tls = TestRegistry::tls();
+    for registry in [&plain, &token, &tls] {
+        registry.push("bench/tag", "latest", &image);
+    }
+    let plain_proxy = FaultProxy::start(&plain);
+    let token_proxy = FaultProxy::start(&token);
+    let cases = [
+        (
+            "plain HTTP, anonymous",
+            json!({"repository": plain_proxy.repo("bench/tag"), "tag": "latest"}),
+            Some(&plain_proxy),
+            None,
+        ),
+        (
+            "plain HTTP, token auth",
+            json!({"repository": token_proxy.repo("bench/tag"), "tag": "latest",
+                   "username": "bench", "password": "bench-password"}),
+            Some(&token_proxy),
+            token.token_server.as_ref(),
+        ),
+        (
+            "TLS (a private CA in ca_certs), anonymous",
+            json!({"repository": tls.repo("bench/tag"), "tag": "latest",
+                   "ca_certs": [tls.ca_pem()]}),
+            None,
+            None,
+        ),
+    ];
+    println!("  tag-mode check of an unchanged tag, {CHECKS} in a row:");
+    for (label, source, proxy, tokens) in cases {
+        if let Some(proxy) = proxy {
+            proxy.clear_log();
+        }
+        let token_requests = tokens.map_or(0, |t| t.request_count());
+        let mut cpu = Vec::new();
+        for _ in 0..CHECKS {
+            cpu.push(step("check", None, &json!({ "source": source })).cpu);
+        }
+        let requests = proxy.map(|p| p.requests().len()).unwrap_or_default()
+            + tokens.map_or(0, |t| t.request_count() - token_requests);
+        let per_check = match proxy {
+            Some(_) => format!("{:.1}", requests as f64 / CHECKS as f64),
+            None => "not counted".to_owned(),
+        };
+        println!(
+            "    {label}: CPU {} a check (median), requests a check {per_check}",
+            ms(median(cpu))
+        );
+    }
 }
 
 /// The large image's layers, uncompressed: 20,000 small files, 120 MiB of

@@ -12,8 +12,8 @@ use anyhow::Context;
 use crate::auth::{Access, Credentials, acr, docker_config, ecr, google};
 use crate::reference::Repository;
 use crate::registry::chunking::{Chunking, DEFAULT_CHUNK_BYTES, ECR_MIN_CHUNK_BYTES};
-use crate::registry::http::parse_ca_certs;
 use crate::registry::retry::RetryPolicy;
+use crate::registry::trust::parse_ca_certs;
 use crate::registry::{ClientOptions, RegistryClient};
 use crate::source::Source;
 

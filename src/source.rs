@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::auth::Credentials;
 use crate::reference::{self, Repository};
-use crate::registry::http::parse_ca_certs;
+use crate::registry::trust::parse_ca_certs;
 
 /// A secret string, never shown by `Debug`. It reads a JSON string or a
 /// JSON number (YAML users write `password: 12345` unquoted, and it arrives

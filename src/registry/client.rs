@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
-use reqwest::{Certificate, Method, RequestBuilder, Response, StatusCode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::sync::{Mutex, OnceCell};
 use url::Url;
 
@@ -25,7 +25,7 @@ pub struct ClientOptions {
     /// `source.insecure`: allow falling back to plain HTTP.
     pub insecure: bool,
     /// Extra trust roots (`source.ca_certs`).
-    pub ca_certs: Vec<Certificate>,
+    pub ca_certs: Vec<super::trust::CaCert>,
     /// What the tokens ask for.
     pub access: Access,
     /// For a cloud's credentials (ACR's refresh token): the hosts they may

@@ -7,24 +7,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use reqwest::Certificate;
+
+use super::trust::CaCert;
 use tokio::sync::Notify;
 
 const USER_AGENT: &str = concat!("registry-image/", env!("CARGO_PKG_VERSION"));
-
-/// Parses `ca_certs` entries (PEM, one or more certificates each).
-pub fn parse_ca_certs(pems: &[String]) -> anyhow::Result<Vec<Certificate>> {
-    let mut certs = Vec::new();
-    for (i, pem) in pems.iter().enumerate() {
-        let found = Certificate::from_pem_bundle(pem.as_bytes())
-            .with_context(|| format!("ca_certs[{i}] is not valid PEM"))?;
-        if found.is_empty() {
-            bail!("ca_certs[{i}] contains no PEM certificate");
-        }
-        certs.extend(found);
-    }
-    Ok(certs)
-}
 
 /// A duration in milliseconds from the environment: the knobs tests use to
 /// make timeouts and budgets short (`REGISTRY_IMAGE_*_MS`).
@@ -147,7 +134,7 @@ pub async fn next_chunk(response: &mut reqwest::Response) -> anyhow::Result<Opti
 }
 
 /// Builds the HTTP client: the system trust roots plus `extra_roots`.
-pub fn build_client(extra_roots: Vec<Certificate>) -> anyhow::Result<reqwest::Client> {
+pub fn build_client(extra_roots: Vec<CaCert>) -> anyhow::Result<reqwest::Client> {
     client_builder(extra_roots)
         .build()
         .context("cannot set up the HTTP client (are the ca_certs valid certificates?)")
@@ -155,16 +142,14 @@ pub fn build_client(extra_roots: Vec<Certificate>) -> anyhow::Result<reqwest::Cl
 
 /// [`build_client`] following no redirect: for calls that send a cloud's
 /// token in their body, which a 307 would carry to wherever it points.
-pub fn build_client_without_redirects(
-    extra_roots: Vec<Certificate>,
-) -> anyhow::Result<reqwest::Client> {
+pub fn build_client_without_redirects(extra_roots: Vec<CaCert>) -> anyhow::Result<reqwest::Client> {
     client_builder(extra_roots)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("cannot set up the HTTP client (are the ca_certs valid certificates?)")
 }
 
-fn client_builder(extra_roots: Vec<Certificate>) -> reqwest::ClientBuilder {
+fn client_builder(extra_roots: Vec<CaCert>) -> reqwest::ClientBuilder {
     // ring, not aws-lc: aws-lc seeds its RNG with CPU jitter entropy on first
     // use, ~50 ms of CPU per process, which would dominate a check. Installing
     // fails only when a provider is already installed, which is fine.
@@ -176,26 +161,36 @@ fn client_builder(extra_roots: Vec<Certificate>) -> reqwest::ClientBuilder {
         // read (a layer download waiting on extraction), so it cut healthy
         // downloads. Waits are bounded where we wait: `read_or_stall`.
         .pool_idle_timeout(Duration::from_secs(60));
-    match system_bundle() {
-        Some(system) => builder.tls_certs_only(system.into_iter().chain(extra_roots)),
-        None => builder.tls_certs_merge(extra_roots),
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let lazy = system_bundle().map(|bundle| {
+        super::trust::LazyRoots::new(bundle, extra_roots.clone(), provider).client_config()
+    });
+    match lazy {
+        Some(Ok(config)) => builder.tls_backend_preconfigured(config),
+        // No bundle (or `SSL_CERT_DIR` set): the platform verifier, which
+        // reads the system's roots when the client is built.
+        _ => builder.tls_certs_merge(
+            extra_roots
+                .iter()
+                .filter_map(|cert| reqwest::Certificate::from_der(cert).ok()),
+        ),
     }
 }
 
-/// The system CA bundle (`SSL_CERT_FILE`, or the file OpenSSL would use).
+/// The system CA bundle file (`SSL_CERT_FILE`, or the file OpenSSL would
+/// use), read at the first TLS handshake ([`super::trust::LazyRoots`]).
 ///
 /// The platform verifier reads that bundle *and* each of the ~300 files of
 /// `/etc/ssl/certs`, which hold the same roots: ~8 ms of CPU in every
-/// process, most of a tag-mode check. Without a bundle, or when the user
-/// points `SSL_CERT_DIR` somewhere, the platform verifier is used instead.
-fn system_bundle() -> Option<Vec<Certificate>> {
+/// process. When the user points `SSL_CERT_DIR` somewhere, or there is no
+/// bundle, the platform verifier is used instead.
+fn system_bundle() -> Option<std::path::PathBuf> {
     if std::env::var_os("SSL_CERT_DIR").is_some() {
         return None;
     }
-    let path = openssl_probe::probe().cert_file?;
-    let pem = std::fs::read(path).ok()?;
-    let certs = Certificate::from_pem_bundle(&pem).ok()?;
-    (!certs.is_empty()).then_some(certs)
+    openssl_probe::probe()
+        .cert_file
+        .filter(|path| path.is_file())
 }
 
 /// Reads a small response body whole, refusing more than `limit` bytes

@@ -23,6 +23,7 @@ pub mod referrers;
 pub mod retry;
 mod session;
 pub mod tags;
+pub mod trust;
 pub mod upload;
 mod upload_whole;
 
