@@ -37,6 +37,8 @@ pub fn run(
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Cold runs unless the bench names `check`'s cache directory.
+        .env("REGISTRY_IMAGE_CACHE_DIR", "")
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -75,13 +75,9 @@ fn target_of(text: &str) -> anyhow::Result<(String, Target)> {
 
 /// `os/architecture[/variant]`.
 pub fn parse_platform(text: &str) -> anyhow::Result<Platform> {
-    let mut parts = text.split('/');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(os), Some(arch), variant, None) if !os.is_empty() && !arch.is_empty() => {
-            Ok(Platform::new(os, arch, variant.unwrap_or_default()))
-        }
-        _ => bail!("--platform {text:?}: expected os/architecture[/variant], e.g. linux/arm64"),
-    }
+    Platform::parse(text).with_context(|| {
+        format!("--platform {text:?}: expected os/architecture[/variant], e.g. linux/arm64")
+    })
 }
 
 /// `ls REPOSITORY`: every tag, one a line.

@@ -13,6 +13,7 @@ use crate::auth::{Access, Credentials, acr, docker_config, ecr, google};
 use crate::reference::Repository;
 use crate::registry::chunking::{Chunking, DEFAULT_CHUNK_BYTES, ECR_MIN_CHUNK_BYTES};
 use crate::registry::retry::RetryPolicy;
+use crate::registry::session_cache::SessionCache;
 use crate::registry::trust::parse_ca_certs;
 use crate::registry::{ClientOptions, RegistryClient};
 use crate::source::Source;
@@ -53,6 +54,23 @@ impl Endpoint {
     /// Authenticates what needs it up front (ECR) and builds the clients.
     /// `source` must have been validated.
     pub async fn connect(source: &Source, access: Access) -> anyhow::Result<Endpoint> {
+        Self::connect_with(source, access, None).await
+    }
+
+    /// [`connect`](Self::connect) for `check`: sessions and tokens are
+    /// kept between runs in the container's temporary directory
+    /// (`registry/session_cache.rs`), since Concourse runs `check` again
+    /// and again in one container.
+    pub async fn connect_for_check(source: &Source) -> anyhow::Result<Endpoint> {
+        let cache = SessionCache::from_env().map(Arc::new);
+        Self::connect_with(source, Access::Pull, cache).await
+    }
+
+    async fn connect_with(
+        source: &Source,
+        access: Access,
+        session_cache: Option<Arc<SessionCache>>,
+    ) -> anyhow::Result<Endpoint> {
         let mut repository = source.repository()?;
         let mut name = source.repository.clone();
         let mut credentials = source.credentials();
@@ -108,6 +126,7 @@ impl Endpoint {
             access,
             credential_hosts,
             chunking: chunking(host, chunk_knob),
+            session_cache: session_cache.clone(),
         };
         let client = RegistryClient::new(
             repository.api_host(),

@@ -253,6 +253,10 @@ pub struct GetParams {
     /// Replaces `source.platform`.
     #[serde(default)]
     pub platform: Option<Platform>,
+    /// Several platforms, `os/architecture[/variant]` each, for
+    /// `oci-layout` and `oci`.
+    #[serde(default)]
+    pub platforms: Vec<String>,
 }
 
 /// `params` of a `put` step.

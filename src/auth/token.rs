@@ -17,6 +17,17 @@ struct TokenResponse {
     token: Option<String>,
     #[serde(default)]
     access_token: Option<String>,
+    /// Seconds; any JSON number is accepted and only a whole one used.
+    #[serde(default)]
+    expires_in: Option<serde_json::Number>,
+}
+
+/// A bearer token and how long the service says it lasts.
+pub struct Token {
+    /// The token.
+    pub value: String,
+    /// `expires_in`, when the service gave a usable one.
+    pub lifetime: Option<std::time::Duration>,
 }
 
 /// Asks the token service at `realm` for a token covering `scopes`.
@@ -26,7 +37,7 @@ pub async fn fetch(
     service: Option<&str>,
     scopes: &[String],
     credentials: Option<&Credentials>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Token> {
     let mut url = realm.clone();
     {
         let mut query = url.query_pairs_mut();
@@ -74,8 +85,12 @@ pub async fn fetch(
     }
     let parsed: TokenResponse = serde_json::from_slice(&body)
         .with_context(|| format!("token service {shown} answered with invalid JSON"))?;
+    let lifetime = parsed
+        .expires_in
+        .and_then(|n| n.as_u64())
+        .map(std::time::Duration::from_secs);
     match parsed.token.or(parsed.access_token) {
-        Some(t) if !t.is_empty() => Ok(t),
+        Some(value) if !value.is_empty() => Ok(Token { value, lifetime }),
         _ => bail!("token service {shown} answered without a token"),
     }
 }

@@ -7,7 +7,6 @@ mod tag;
 
 use anyhow::Context;
 
-use crate::auth::Access;
 use crate::concourse::{CheckRequest, Version};
 use crate::endpoint::Endpoint;
 use crate::image::Platform;
@@ -22,7 +21,7 @@ use crate::source::CheckMode;
 pub async fn run(request: CheckRequest) -> anyhow::Result<Vec<Version>> {
     let source = &request.source;
     source.validate()?;
-    let endpoint = Endpoint::connect(source, Access::Pull).await?;
+    let endpoint = Endpoint::connect_for_check(source).await?;
     let request = &request;
     let key = source.cosign_key()?;
     let key = key.as_ref();

@@ -10,6 +10,7 @@ mod artifact;
 mod inflate_stage;
 mod layout;
 mod metadata;
+mod platforms;
 mod staged;
 mod tarball;
 
@@ -26,6 +27,7 @@ use crate::endpoint::Endpoint;
 use crate::image::manifest::{
     Descriptor, ImageConfig, ImageManifest, parse_config, parse_index, parse_manifest,
 };
+use crate::image::tree::RawManifest;
 use crate::image::{Digest, Platform};
 use crate::progress::Progress;
 use crate::reference::{Repository, Target};
@@ -75,12 +77,30 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         .with_context(|| format!("version.digest {:?} is not a digest", version.digest))?;
     let label_regex = source.label_regex()?;
     let annotation_regex = source.annotation_regex()?;
-    // A step `platform` replaces the source's wholesale, as in the original.
-    let platform = params
-        .platform
-        .as_ref()
-        .or(source.platform.as_ref())
-        .map_or_else(Platform::host, |p| p.to_image_platform());
+    let platforms = platforms::parse(&params.platforms)?;
+    if !platforms.is_empty() {
+        match format {
+            Format::Oci | Format::OciLayout => {}
+            Format::Rootfs => bail!(
+                "params.platforms: a rootfs holds one platform; choose it with params.platform \
+                 (or use format: oci-layout or oci for several)"
+            ),
+            Format::Artifact => bail!("params.platforms: an artifact has no platforms"),
+        }
+        if params.platform.is_some() {
+            bail!("give params.platform or params.platforms, not both");
+        }
+    }
+    // A step `platform` replaces the source's wholesale, as in the original;
+    // with several, the first is the one whose labels the metadata shows.
+    let platform = match platforms.first() {
+        Some(first) => first.clone(),
+        None => params
+            .platform
+            .as_ref()
+            .or(source.platform.as_ref())
+            .map_or_else(Platform::host, |p| p.to_image_platform()),
+    };
     let endpoint = Endpoint::connect(source, Access::Pull).await?;
     // image.tar is named after the origin repository and tag, fully
     // qualified, whichever registry served it.
@@ -89,6 +109,7 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
     tracing::info!("fetching {}@{digest}", endpoint.name);
     let progress = Progress::new(source.debug);
     let (params, platform, progress_ref, digest_ref) = (&params, &platform, &progress, &digest);
+    let platforms = &platforms;
     let (label_ref, annotation_ref, repo_tag) = (&label_regex, &annotation_regex, &repo_tag);
     let cosign_key = source.cosign_key()?;
     let cosign_key = &cosign_key;
@@ -107,20 +128,45 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
             .with_context(|| format!("image {repository}@{digest} not found"))?;
         if format == Format::Artifact {
             if params.skip_download {
-                return Ok(None);
+                return Ok(Fetched::default());
             }
             // Its annotations are the only metadata an artifact has.
             let manifest = artifact::write(&client, &repository, progress, &top, dest).await?;
-            return Ok(Some((manifest, ImageConfig::default())));
+            return Ok(Fetched {
+                image: Some((manifest, ImageConfig::default())),
+                new_index: None,
+            });
         }
         let wants_metadata = label_ref.is_some() || annotation_ref.is_some();
         let writes_image = !params.skip_download && format != Format::OciLayout;
+        let mut new_index = None;
+        if !platforms.is_empty() && !params.skip_download {
+            if top.is_index() {
+                if let platforms::LayoutIndex::Subset(subset) = platforms::narrow(&top, platforms)?
+                {
+                    new_index = Some(subset);
+                }
+            } else {
+                let image = parse_manifest(&top.bytes)?;
+                let config = client
+                    .get_small_blob(&repository, &image.config.digest()?)
+                    .await
+                    .context("fetching the image config")?;
+                platforms::check_single(&top, &parse_config(&config)?, platforms)?;
+            }
+        }
+        let mut new_index_digest = None;
         if format == Format::OciLayout && !params.skip_download {
-            // Every platform, as served: no platform choice.
-            layout::write(&client, &repository, progress, &top, dest).await?;
+            // Every platform, as served, unless some were chosen.
+            let layout_top = new_index.as_ref().unwrap_or(&top);
+            layout::write(&client, &repository, progress, layout_top, dest).await?;
+            new_index_digest = new_index.map(|index| index.digest);
         }
         if !writes_image && !wants_metadata {
-            return Ok(None);
+            return Ok(Fetched {
+                image: None,
+                new_index: new_index_digest,
+            });
         }
         // The annotations of an index apply to the images it lists (a
         // multi-platform push annotates its index): the metadata shows the
@@ -131,7 +177,7 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         };
         let mut image = parse_manifest(
             &client
-                .image_for_platform(&repository, top, platform)
+                .image_for_platform(&repository, top.clone(), platform)
                 .await?
                 .bytes,
         )?;
@@ -150,20 +196,23 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
                     &metadata::metadata_json(&config),
                 )?;
             } else {
-                tarball::write(
+                let images = tar_images(
                     &client,
                     &repository,
-                    progress,
-                    &image,
-                    config_bytes,
-                    repo_tag.clone(),
-                    dest,
+                    &top,
+                    platforms,
+                    (&image, config_bytes),
+                    repo_tag,
                 )
                 .await?;
+                tarball::write(&client, &repository, progress, images, dest).await?;
             }
             metadata::write_file(&dest.join("labels.json"), &metadata::labels_json(&config))?;
         }
-        Ok::<_, anyhow::Error>(Some((image, config)))
+        Ok::<_, anyhow::Error>(Fetched {
+            image: Some((image, config)),
+            new_index: new_index_digest,
+        })
     };
     // A Docker Hub mirror first; any failure there falls back to the origin
     // (the outputs are staged, so a failed attempt leaves nothing behind).
@@ -185,7 +234,15 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         MetadataField::new("repository", &endpoint.name),
         MetadataField::new("tag", &version.tag),
     ];
-    if let Some((image, config)) = &fetched {
+    if !platforms.is_empty() {
+        let names: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+        fields.push(MetadataField::new("platforms", names.join(", ")));
+    }
+    if let Some(index) = &fetched.new_index {
+        // The layout's index.json is not the version's: say so.
+        fields.push(MetadataField::new("new_index", index.to_string()));
+    }
+    if let Some((image, config)) = &fetched.image {
         if let Some(kind) = &image.artifact_type {
             fields.push(MetadataField::new("artifact_type", kind));
         }
@@ -205,6 +262,60 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
         version,
         metadata: fields,
     })
+}
+
+/// What a fetch attempt produced, for the metadata.
+#[derive(Default)]
+struct Fetched {
+    /// The image (the first platform's) and its config, when read.
+    image: Option<(ImageManifest, ImageConfig)>,
+    /// The digest of the layout's index, when it is a new one (a subset of
+    /// the version's platforms).
+    new_index: Option<Digest>,
+}
+
+/// The images of `image.tar`: `first` (the first platform's, already read)
+/// under `repo_tag`, or with several platforms, each platform's image
+/// under `repo_tag` with the platform appended.
+async fn tar_images(
+    client: &Arc<RegistryClient>,
+    repository: &Repository,
+    top: &RawManifest,
+    platforms: &[Platform],
+    first: (&ImageManifest, Vec<u8>),
+    repo_tag: &str,
+) -> anyhow::Result<Vec<tarball::TarImage>> {
+    if platforms.len() < 2 {
+        return Ok(vec![tarball::TarImage {
+            manifest: first.0.clone(),
+            config: first.1,
+            repo_tag: repo_tag.to_owned(),
+        }]);
+    }
+    let mut images = Vec::with_capacity(platforms.len());
+    images.push(tarball::TarImage {
+        manifest: first.0.clone(),
+        config: first.1,
+        repo_tag: platforms::repo_tag_for(repo_tag, &platforms[0]),
+    });
+    for platform in &platforms[1..] {
+        let manifest = parse_manifest(
+            &client
+                .image_for_platform(repository, top.clone(), platform)
+                .await?
+                .bytes,
+        )?;
+        let config = client
+            .get_small_blob(repository, &manifest.config.digest()?)
+            .await
+            .with_context(|| format!("fetching the image config for {platform}"))?;
+        images.push(tarball::TarImage {
+            manifest,
+            config,
+            repo_tag: platforms::repo_tag_for(repo_tag, platform),
+        });
+    }
+    Ok(images)
 }
 
 /// Downloads and applies every layer into `dest/rootfs`, built under a temp

@@ -87,6 +87,9 @@ pub struct ImageConfig {
     /// How a container of the image runs.
     #[serde(default)]
     pub config: Option<ContainerConfig>,
+    /// The platform the image is for (`os`, `architecture`, `variant`).
+    #[serde(flatten)]
+    pub platform: PlatformSpec,
 }
 
 /// The run configuration inside an image config (Docker's capitalised keys).

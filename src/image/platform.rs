@@ -49,6 +49,29 @@ impl Platform {
         }
     }
 
+    /// `os/architecture[/variant]`, each part non-empty (no host
+    /// defaults: the text names the whole platform).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(os), Some(arch), variant, None)
+                if !os.is_empty() && !arch.is_empty() && variant != Some("") =>
+            {
+                Some(Platform::new(os, arch, variant.unwrap_or_default()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `self` and `other` name the same platform (`arm64` and
+    /// `arm64/v8` do).
+    pub fn same_as(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && normalise_variant(&self.architecture, &self.variant)
+                == normalise_variant(&other.architecture, &other.variant)
+    }
+
     /// The platform this binary runs on, in OCI terms.
     pub fn host() -> Self {
         let architecture = match std::env::consts::ARCH {
@@ -148,7 +171,7 @@ impl NoPick {
 
 /// BuildKit's attestation entries (`unknown/unknown`, a reference-type
 /// annotation) are never an image to run.
-fn is_attestation(entry: &Descriptor) -> bool {
+pub fn is_attestation(entry: &Descriptor) -> bool {
     entry
         .annotations
         .get("vnd.docker.reference.type")

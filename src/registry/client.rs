@@ -1,20 +1,26 @@
 //! One registry host: a session (`session.rs`: the `/v2/` ping that picks
 //! the scheme and the authentication mode), then authenticated requests with one token per scope
-//! per run and a single re-authentication when a token is refused.
+//! per run and a single re-authentication when a token is refused. With a
+//! [`SessionCache`] (`check`), the session and the tokens come from the
+//! previous runs while they are good; a cached session the registry no
+//! longer agrees with is dropped and the ping made again, once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 use url::Url;
 
 use super::chunking::{Chunking, UploadSettings};
 use super::error::StatusError;
+use super::policy::check_realm;
 use super::policy::{credentials_may_travel, plain_http_allowed, same_origin};
 use super::retry::{RetryPolicy, is_retryable_status};
 use super::session::{AuthMode, Ping, Session, challenge_scope};
+use super::session_cache::{SessionCache, SessionKey, TokenKey, trust_fingerprint};
 use crate::auth::{Access, Credentials, HostGuard, repository_scope, token};
 
 /// How to reach and authenticate to a registry.
@@ -33,6 +39,8 @@ pub struct ClientOptions {
     pub credential_hosts: Option<HostGuard>,
     /// How blobs are cut into upload chunks.
     pub chunking: Chunking,
+    /// Where sessions and tokens are kept between runs (`check` only).
+    pub session_cache: Option<Arc<SessionCache>>,
 }
 
 /// A client for one registry host.
@@ -45,8 +53,13 @@ pub struct RegistryClient {
     insecure: bool,
     access: Access,
     credential_hosts: Option<HostGuard>,
-    session: OnceCell<Session>,
+    /// The session, once pinged or read from the cache; `None` again when
+    /// a cached one is dropped.
+    session: Mutex<Option<Arc<Session>>>,
     tokens: Mutex<HashMap<String, String>>,
+    session_cache: Option<Arc<SessionCache>>,
+    /// A fingerprint of `ca_certs`, part of the cached session's key.
+    trust: String,
     retry: RetryPolicy,
     /// Blob upload settings (see `upload.rs`).
     pub(super) uploads: UploadSettings,
@@ -55,6 +68,10 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// `host` is the API host, `host[:port]`.
     pub fn new(host: &str, options: ClientOptions) -> anyhow::Result<Self> {
+        let trust = match options.session_cache {
+            Some(_) => trust_fingerprint(&options.ca_certs),
+            None => String::new(),
+        };
         Ok(RegistryClient {
             host: host.to_owned(),
             http: super::http::build_client(options.ca_certs)?,
@@ -63,8 +80,10 @@ impl RegistryClient {
             insecure: options.insecure,
             access: options.access,
             credential_hosts: options.credential_hosts,
-            session: OnceCell::new(),
+            session: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
+            session_cache: options.session_cache,
+            trust,
             retry: RetryPolicy::default(),
             uploads: UploadSettings::new(options.chunking),
         })
@@ -150,23 +169,33 @@ impl RegistryClient {
         scopes: &[String],
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> anyhow::Result<Response> {
-        let session = self.session().await?;
+        let mut session = self.session().await?;
+        let mut url = url;
         let scope = scopes.join(" ");
-        let same_host = same_origin(&url, &session.base);
         let mut renewed = false;
+        let mut pinged_again = false;
         loop {
+            let same_host = same_origin(&url, &session.base);
             let mut request = build(self.http.request(method.clone(), url.clone()));
             // Credentials go only to the registry host itself, never to a
             // storage backend an upload or redirect points at.
             if same_host {
-                request = self.authorize(request, session, &scope).await?;
+                request = self.authorize(request, &session, &scope).await?;
             }
             let started = Instant::now();
             // The answer is waited for within the read timeout once the
             // body (if any) was sent; the error carries no URL.
-            let response = super::http::send_and_wait(request)
-                .await
-                .with_context(|| format!("{method} {} failed", url.path()))?;
+            let response = match super::http::send_and_wait(request).await {
+                Ok(response) => response,
+                Err(e) => {
+                    // The registry may no longer speak as it did when the
+                    // session was cached: the next attempt pings again.
+                    if session.cached {
+                        self.drop_session(&session).await;
+                    }
+                    return Err(e.context(format!("{method} {} failed", url.path())));
+                }
+            };
             tracing::debug!(
                 "{method} {} -> {} ({} ms)",
                 url.path(),
@@ -185,9 +214,31 @@ impl RegistryClient {
                 let mut wanted: Vec<String> = challenge_scope(&response).into_iter().collect();
                 wanted.extend(scopes.iter().cloned());
                 self.tokens.lock().await.remove(&scope);
-                let token = self.fetch_token(session, &wanted).await?;
+                if let (Some(cache), Some(key)) =
+                    (&self.session_cache, self.token_key(&session, &scope))
+                {
+                    cache.forget_token(&key);
+                }
+                let token = self.fetch_token(&session, &scope, &wanted).await?;
                 self.tokens.lock().await.insert(scope.clone(), token);
                 renewed = true;
+                continue;
+            }
+            if session.cached && !pinged_again {
+                // A session from an earlier run that the registry refuses
+                // (it asks for another kind of authentication now).
+                tracing::debug!(
+                    "{}: the cached session was refused; pinging again",
+                    self.host
+                );
+                self.drop_session(&session).await;
+                let fresh = self.session().await?;
+                if !same_origin(&url, &fresh.base) && same_origin(&url, &session.base) {
+                    let _ = url.set_scheme(fresh.base.scheme());
+                }
+                session = fresh;
+                pinged_again = true;
+                renewed = false;
                 continue;
             }
             let error = StatusError::from_response(response).await;
@@ -237,8 +288,18 @@ impl RegistryClient {
                 let token = match tokens.get(scope) {
                     Some(t) => t.clone(),
                     None => {
-                        let scopes: Vec<String> = scope.split(' ').map(str::to_owned).collect();
-                        let t = self.fetch_token(session, &scopes).await?;
+                        let cached = self
+                            .session_cache
+                            .as_ref()
+                            .and_then(|cache| cache.load_token(&self.token_key(session, scope)?));
+                        let t = match cached {
+                            Some(t) => t,
+                            None => {
+                                let scopes: Vec<String> =
+                                    scope.split(' ').map(str::to_owned).collect();
+                                self.fetch_token(session, scope, &scopes).await?
+                            }
+                        };
                         tokens.insert(scope.to_owned(), t.clone());
                         t
                     }
@@ -248,14 +309,21 @@ impl RegistryClient {
         })
     }
 
-    async fn fetch_token(&self, session: &Session, scopes: &[String]) -> anyhow::Result<String> {
+    /// A fresh token for `scopes`, kept in the cache under `scope` (what
+    /// this client's requests ask for).
+    async fn fetch_token(
+        &self,
+        session: &Session,
+        scope: &str,
+        scopes: &[String],
+    ) -> anyhow::Result<String> {
         let AuthMode::Bearer { realm, service } = &session.auth else {
             bail!("internal error: no token service for {}", self.host);
         };
         let mut scopes = scopes.to_vec();
         scopes.sort();
         scopes.dedup();
-        token::fetch(
+        let token = token::fetch(
             &self.http,
             realm,
             service.as_deref(),
@@ -263,21 +331,118 @@ impl RegistryClient {
             self.credentials.as_ref(),
         )
         .await
-        .with_context(|| format!("authenticating to {}", self.host))
+        .with_context(|| format!("authenticating to {}", self.host))?;
+        if let (Some(cache), Some(key)) = (&self.session_cache, self.token_key(session, scope)) {
+            cache.store_token(&key, &token.value, token.lifetime);
+        }
+        Ok(token.value)
     }
 
-    async fn session(&self) -> anyhow::Result<&Session> {
-        let ping = Ping {
-            http: &self.http,
+    /// What a token for `scope` is cached under.
+    fn token_key<'a>(&'a self, session: &'a Session, scope: &'a str) -> Option<TokenKey<'a>> {
+        let AuthMode::Bearer { realm, service } = &session.auth else {
+            return None;
+        };
+        Some(TokenKey {
+            host: &self.host,
+            realm,
+            service: service.as_deref(),
+            scope,
+            credentials: self
+                .credentials
+                .as_ref()
+                .map(|c| (c.username.as_str(), c.password.as_str())),
+        })
+    }
+
+    fn session_key(&self) -> SessionKey<'_> {
+        SessionKey {
             host: &self.host,
             allow_http: self.allow_http,
-            retry: &self.retry,
-            // A cloud's credentials go only to its hosts.
-            realm_guard: self
-                .credential_hosts
-                .as_ref()
-                .filter(|_| self.credentials.is_some()),
+            insecure: self.insecure,
+            trust: &self.trust,
+        }
+    }
+
+    /// A cloud's credentials go only to its hosts.
+    fn realm_guard(&self) -> Option<&HostGuard> {
+        self.credential_hosts
+            .as_ref()
+            .filter(|_| self.credentials.is_some())
+    }
+
+    /// The session: this run's, the cache's, or a fresh ping's.
+    async fn session(&self) -> anyhow::Result<Arc<Session>> {
+        // Held while pinging, so concurrent requests share one ping.
+        let mut slot = self.session.lock().await;
+        if let Some(session) = &*slot {
+            return Ok(session.clone());
+        }
+        let cached = self.session_cache.as_ref().and_then(|cache| {
+            cache.load_session(&self.session_key(), |base, auth| {
+                self.accept_cached(base, auth)
+            })
+        });
+        let session = match cached {
+            Some(session) => session,
+            None => {
+                let ping = Ping {
+                    http: &self.http,
+                    host: &self.host,
+                    allow_http: self.allow_http,
+                    retry: &self.retry,
+                    realm_guard: self.realm_guard(),
+                };
+                let session = ping.run().await?;
+                if let Some(cache) = &self.session_cache {
+                    cache.store_session(&self.session_key(), &session);
+                }
+                session
+            }
         };
-        self.session.get_or_try_init(|| ping.run()).await
+        let session = Arc::new(session);
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+
+    /// A cached session, held to the rules a ping's answer meets: a scheme
+    /// this source allows for this host, a token realm the realm rules
+    /// accept.
+    fn accept_cached(&self, base: Url, auth: AuthMode) -> anyhow::Result<Session> {
+        let allowed = ["https"]
+            .into_iter()
+            .chain(self.allow_http.then_some("http"))
+            .any(|scheme| base.as_str() == format!("{scheme}://{}/", self.host));
+        if !allowed {
+            bail!(
+                "base {base} is not one this source allows for {}",
+                self.host
+            );
+        }
+        let auth = match auth {
+            AuthMode::Bearer { realm, service } => AuthMode::Bearer {
+                realm: check_realm(&base, realm.as_str(), self.realm_guard())?,
+                service,
+            },
+            other => other,
+        };
+        Ok(Session {
+            base,
+            auth,
+            cached: true,
+        })
+    }
+
+    /// Forgets `failed` (a cached session), here and in the cache, with the
+    /// tokens it led to; the next request pings again.
+    async fn drop_session(&self, failed: &Arc<Session>) {
+        let mut slot = self.session.lock().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, failed)) {
+            *slot = None;
+            self.tokens.lock().await.clear();
+            if let Some(cache) = &self.session_cache {
+                cache.forget_session(&self.session_key());
+            }
+        }
     }
 }

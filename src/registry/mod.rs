@@ -22,6 +22,7 @@ pub mod rate_limit;
 pub mod referrers;
 pub mod retry;
 mod session;
+pub mod session_cache;
 pub mod tags;
 pub mod trust;
 pub mod upload;

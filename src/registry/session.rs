@@ -17,6 +17,8 @@ use crate::auth::{Challenge, HostGuard};
 pub struct Session {
     pub base: Url,
     pub auth: AuthMode,
+    /// Read from the cache of an earlier run, not pinged in this one.
+    pub cached: bool,
 }
 
 #[derive(Debug)]
@@ -58,7 +60,13 @@ impl Ping<'_> {
                 })
                 .await;
             match attempt {
-                Ok(auth) => return Ok(Session { base, auth }),
+                Ok(auth) => {
+                    return Ok(Session {
+                        base,
+                        auth,
+                        cached: false,
+                    });
+                }
                 Err(e) => {
                     let text = one_line(&e);
                     // The host speaks TLS with a certificate we do not

@@ -205,10 +205,17 @@ pub fn run_program_env(
     envs: &[(&str, &str)],
     stdin: &[u8],
 ) -> StepOutput {
+    // `check` keeps sessions and tokens between runs; every run here
+    // starts cold unless a test names the cache (or the temporary
+    // directory it defaults to).
+    let cache_named = envs
+        .iter()
+        .any(|(k, _)| *k == "REGISTRY_IMAGE_CACHE_DIR" || *k == "TMPDIR");
     let mut child = Command::new(program)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs((!cache_named).then_some(("REGISTRY_IMAGE_CACHE_DIR", "")))
         .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -114,6 +114,8 @@ pub enum TokenReply {
     AccessTokenOnly,
     /// `{"token"}` only, no lifetime (Docker Hub in 2016; distribution#1589).
     TokenOnly,
+    /// `{"token", "expires_in"}` with this many seconds.
+    Lifetime(u64),
 }
 
 /// What the token service does instead of issuing a token.
@@ -332,6 +334,9 @@ async fn issue(
             TokenReply::Token => serde_json::json!({"token": token, "expires_in": 600}),
             TokenReply::AccessTokenOnly => serde_json::json!({"access_token": token}),
             TokenReply::TokenOnly => serde_json::json!({ "token": token }),
+            TokenReply::Lifetime(seconds) => {
+                serde_json::json!({"token": token, "expires_in": seconds})
+            }
         }
         .to_string(),
     )
