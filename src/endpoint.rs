@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::auth::{Access, Credentials, acr, docker_config, ecr, google};
+use crate::auth::{Access, Credentials, acr, docker_config, ecr, ecr_public, google};
 use crate::reference::Repository;
 use crate::registry::chunking::{Chunking, DEFAULT_CHUNK_BYTES, ECR_MIN_CHUNK_BYTES};
 use crate::registry::retry::RetryPolicy;
@@ -77,7 +77,14 @@ impl Endpoint {
         if !source.aws_ecr_registry_id.is_empty() {
             tracing::warn!("aws_ecr_registry_id is no longer required and is ignored");
         }
-        if !source.aws_region.is_empty() {
+        let mut credential_hosts = None;
+        if !source.aws_region.is_empty() && ecr_public::is_ecr_public_host(repository.registry()) {
+            let login = ecr_public::login(source, repository.registry())
+                .await
+                .context("cannot authenticate with ECR Public")?;
+            credentials = Some(login);
+            credential_hosts = Some(ecr_public::host_guard());
+        } else if !source.aws_region.is_empty() {
             let login = ecr::login(source, &repository)
                 .await
                 .context("cannot authenticate with ECR")?;
@@ -96,7 +103,6 @@ impl Endpoint {
             }
         }
         let ca_certs = parse_ca_certs(&source.ca_certs).context("source.ca_certs")?;
-        let mut credential_hosts = None;
         if source.azure_acr {
             let http = crate::registry::http::build_client_without_redirects(ca_certs.clone())?;
             let login = acr::login(source, &repository, &http)
@@ -115,6 +121,16 @@ impl Endpoint {
         }
         if credentials.is_none() {
             credentials = docker_credentials(repository.registry()).await;
+        }
+        if credentials.is_none()
+            && access != Access::Pull
+            && ecr_public::is_ecr_public_host(repository.registry())
+        {
+            tracing::warn!(
+                "ECR Public takes pushes only with its authorization token: set aws_region and \
+                 AWS credentials (the token is asked in {})",
+                ecr_public::API_REGION
+            );
         }
         let chunk_knob = std::env::var(CHUNK_ENV)
             .ok()
@@ -168,7 +184,7 @@ const CHUNK_ENV: &str = "REGISTRY_IMAGE_UPLOAD_CHUNK_BYTES";
 fn chunking(host: &str, knob: Option<usize>) -> Chunking {
     Chunking {
         bytes: knob.unwrap_or(DEFAULT_CHUNK_BYTES),
-        min_bytes: if ecr::is_ecr_host(host) {
+        min_bytes: if ecr::is_ecr_host(host) || ecr_public::is_ecr_public_host(host) {
             ECR_MIN_CHUNK_BYTES
         } else {
             0

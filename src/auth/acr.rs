@@ -65,7 +65,7 @@ pub fn host_guard(source: &Source) -> HostGuard {
     HostGuard {
         cloud: "Azure",
         own_hosts: "*.azurecr.io, *.azurecr.us, *.azurecr.cn",
-        field: "source.azure_acr_hosts",
+        field: Some("source.azure_acr_hosts"),
         is_cloud_host: is_acr_host,
         named: source.azure_acr_hosts.clone(),
     }

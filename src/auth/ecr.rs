@@ -63,6 +63,52 @@ pub fn is_ecr_host(host: &str) -> bool {
 /// Logs in to ECR with the source's AWS settings (static keys, session token, role chain).
 pub async fn login(source: &Source, repository: &Repository) -> anyhow::Result<EcrLogin> {
     let region = source.aws_region.clone();
+    let (config, provider) = aws_credentials(source, &region).await?;
+    let ecr = aws_sdk_ecr::Client::from_conf(
+        aws_sdk_ecr::config::Builder::from(&config)
+            .credentials_provider(provider)
+            .build(),
+    );
+    let answer = ecr
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| anyhow!("failed to authenticate to ECR: {}", concise(e)))?;
+    let data = answer
+        .authorization_data()
+        .first()
+        .context("ECR returned no authorization data")?;
+    let credentials = decode_token(data.authorization_token().unwrap_or_default())?;
+    let proxy_endpoint = data.proxy_endpoint().map(|endpoint| {
+        endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned()
+    });
+    let host = match source.aws_account_id.as_str() {
+        "" => proxy_endpoint
+            .clone()
+            .context("ECR returned no registry endpoint")?,
+        account => registry_host(account, &region),
+    };
+    Ok(EcrLogin {
+        repository: qualify(source, repository, &host)?,
+        credentials,
+        registry: host,
+        proxy_endpoint,
+    })
+}
+
+/// The SDK's configuration for `region` and the credentials to sign with:
+/// the source's static keys (with its session token) or the SDK's default
+/// chain, then each of the source's roles assumed in turn. Shared by the
+/// ECR and ECR Public logins.
+pub(super) async fn aws_credentials(
+    source: &Source,
+    region: &str,
+) -> anyhow::Result<(aws_config::SdkConfig, SharedCredentialsProvider)> {
+    let region = region.to_owned();
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
@@ -107,45 +153,12 @@ pub async fn login(source: &Source, repository: &Repository) -> anyhow::Result<E
             .map_err(|e| anyhow!("error assuming role '{arn}': {}", concise(e)))?;
         provider = SharedCredentialsProvider::new(credentials);
     }
-    let ecr = aws_sdk_ecr::Client::from_conf(
-        aws_sdk_ecr::config::Builder::from(&config)
-            .credentials_provider(provider)
-            .build(),
-    );
-    let answer = ecr
-        .get_authorization_token()
-        .send()
-        .await
-        .map_err(|e| anyhow!("failed to authenticate to ECR: {}", concise(e)))?;
-    let data = answer
-        .authorization_data()
-        .first()
-        .context("ECR returned no authorization data")?;
-    let credentials = decode_token(data.authorization_token().unwrap_or_default())?;
-    let proxy_endpoint = data.proxy_endpoint().map(|endpoint| {
-        endpoint
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned()
-    });
-    let host = match source.aws_account_id.as_str() {
-        "" => proxy_endpoint
-            .clone()
-            .context("ECR returned no registry endpoint")?,
-        account => registry_host(account, &region),
-    };
-    Ok(EcrLogin {
-        repository: qualify(source, repository, &host)?,
-        credentials,
-        registry: host,
-        proxy_endpoint,
-    })
+    Ok((config, provider))
 }
 
 /// An SDK error's causes on one line, without the raw responses its Debug
 /// form carries.
-fn concise(error: impl std::error::Error + Send + Sync + 'static) -> String {
+pub(super) fn concise(error: impl std::error::Error + Send + Sync + 'static) -> String {
     crate::registry::error::one_line(&anyhow::Error::new(error))
 }
 

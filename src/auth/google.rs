@@ -70,7 +70,7 @@ pub fn host_guard(source: &Source) -> HostGuard {
     HostGuard {
         cloud: "Google",
         own_hosts: "*-docker.pkg.dev, gcr.io, *.gcr.io",
-        field: "source.google_registry_hosts",
+        field: Some("source.google_registry_hosts"),
         is_cloud_host: is_google_host,
         named: source.google_registry_hosts.clone(),
     }

@@ -9,6 +9,7 @@ pub mod challenge;
 pub mod cloud_call;
 pub mod docker_config;
 pub mod ecr;
+pub mod ecr_public;
 pub mod google;
 pub mod token;
 
@@ -25,8 +26,8 @@ pub struct HostGuard {
     pub cloud: &'static str,
     /// The cloud's own hosts, for messages.
     pub own_hosts: &'static str,
-    /// The source field that names other hosts.
-    pub field: &'static str,
+    /// The source field that names other hosts, if the cloud has one.
+    pub field: Option<&'static str>,
     /// Whether a `host[:port]` is one of the cloud's registry hosts.
     pub is_cloud_host: fn(&str) -> bool,
     /// Hosts (`host[:port]`, as written) the source names.
@@ -46,12 +47,17 @@ impl HostGuard {
         if self.allows(registry) {
             return Ok(());
         }
+        let other_hosts = match self.field {
+            Some(field) => {
+                format!("; for another host (a registry's custom domain), name it in {field}")
+            }
+            None => String::new(),
+        };
         anyhow::bail!(
             "nothing was sent: {registry} is not one of {}'s registry hosts ({}), so {what} does \
-             not go there; for another host (a registry's custom domain), name it in {}",
+             not go there{other_hosts}",
             self.cloud,
             self.own_hosts,
-            self.field
         )
     }
 }

@@ -26,12 +26,14 @@ pub fn check_realm(base: &Url, realm: &str, guard: Option<&HostGuard>) -> anyhow
         // `host[:port]`, as registries are named.
         let host = &url[url::Position::BeforeHost..url::Position::AfterPort];
         if !guard.allows(host) {
+            let named = match guard.field {
+                Some(field) => format!(" or to hosts named in {field}"),
+                None => String::new(),
+            };
             bail!(
-                "refusing token realm {realm:?}: the {} credentials go only to {} or to \
-                 hosts named in {}",
+                "refusing token realm {realm:?}: the {} credentials go only to {}{named}",
                 guard.cloud,
                 guard.own_hosts,
-                guard.field
             );
         }
     }

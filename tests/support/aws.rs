@@ -88,6 +88,17 @@ impl Drop for AwsMock {
     }
 }
 
+/// The region a SigV4 `Authorization` header's credential scope names.
+fn signing_region(headers: &HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(2))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 async fn handle(
     State(state): State<Arc<Mutex<MockState>>>,
     headers: HeaderMap,
@@ -108,6 +119,32 @@ async fn handle(
         .to_owned();
     let token = header("x-amz-security-token");
     let target = header("x-amz-target");
+    // ECR Public (`SpencerFrontendService`, us-east-1 only): one
+    // `authorizationData` object, no endpoint (the registry is
+    // public.ecr.aws), as the ecr-public API reference shows.
+    if target == "SpencerFrontendService.GetAuthorizationToken" {
+        let password = {
+            let mut s = state.lock().unwrap();
+            s.calls.push((
+                format!(
+                    "ecr-public GetAuthorizationToken {}",
+                    signing_region(&headers)
+                ),
+                signer,
+                token,
+            ));
+            s.registry_password.clone()
+        };
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"));
+        let body = serde_json::json!({"authorizationData": {
+            "authorizationToken": token, "expiresAt": 1.9e9,
+        }});
+        return (
+            [("content-type", "application/x-amz-json-1.1")],
+            body.to_string(),
+        )
+            .into_response();
+    }
     if target.ends_with("GetAuthorizationToken") {
         let (endpoint, password) = {
             let mut s = state.lock().unwrap();

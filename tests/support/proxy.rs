@@ -85,6 +85,8 @@ struct Rule {
 #[derive(Default)]
 struct Settings {
     latency: std::time::Duration,
+    /// A token realm to name in every challenge instead of the registry's.
+    challenge_realm: Option<String>,
     page_size: Option<usize>,
     strip_head_digest: bool,
     ignore_range: bool,
@@ -108,6 +110,11 @@ struct Settings {
 
 struct ProxyState {
     upstream: String,
+    /// Requests for `/token` go here instead (a registry's own token
+    /// endpoint on its host, as ECR Public serves it).
+    token_upstream: Option<String>,
+    /// The scheme clients reach the proxy with.
+    scheme: &'static str,
     http: reqwest::Client,
     settings: Mutex<Settings>,
     /// Response body bytes sent to clients, request body bytes received.
@@ -142,9 +149,39 @@ impl FaultProxy {
     /// [`FaultProxy::in_front_of`], listening on another loopback address
     /// (127.0.0.2: a host of its own, not only another port).
     pub fn in_front_of_at(upstream: &str, address: std::net::Ipv4Addr) -> Self {
+        Self::launch(upstream, None, address, "http", |app| {
+            super::serve_on(app, (address, 0).into())
+        })
+    }
+
+    /// A registry's HTTPS front on `address`:443 (inside a private network
+    /// namespace, where the test's `/etc/hosts` names it): `/token` goes to
+    /// `token_upstream`, the rest to `upstream`, both plain HTTP. The
+    /// registry must build its URLs from the request (relative `Location`s
+    /// or the forwarded `Host`), which distribution does.
+    pub fn tls_front(
+        upstream: &str,
+        token_upstream: &str,
+        address: std::net::Ipv4Addr,
+        tls: &super::tls::TlsMaterial,
+    ) -> Self {
+        Self::launch(upstream, Some(token_upstream), address, "https", |app| {
+            super::serve_tls(app, (address, 443).into(), tls)
+        })
+    }
+
+    fn launch(
+        upstream: &str,
+        token_upstream: Option<&str>,
+        address: std::net::Ipv4Addr,
+        scheme: &'static str,
+        serve: impl FnOnce(axum::Router) -> (u16, tokio::sync::oneshot::Sender<()>),
+    ) -> Self {
         super::install_crypto();
         let state = Arc::new(ProxyState {
             upstream: upstream.to_owned(),
+            token_upstream: token_upstream.map(str::to_owned),
+            scheme,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -157,7 +194,7 @@ impl FaultProxy {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(state.clone());
-        let (port, tx) = super::serve_on(app, (address, 0).into());
+        let (port, tx) = serve(app);
         FaultProxy {
             port,
             address,
@@ -229,6 +266,12 @@ impl FaultProxy {
     }
 
     /// Drop `Docker-Content-Digest` from HEAD answers (some registries do).
+    /// Every `WWW-Authenticate` challenge names `realm` from now on (a
+    /// registry, or an attacker in its place, sending tokens elsewhere).
+    pub fn rewrite_challenge_realm(&self, realm: &str) {
+        self.state.settings.lock().unwrap().challenge_realm = Some(realm.to_owned());
+    }
+
     pub fn strip_head_digest(&self) {
         self.state.settings.lock().unwrap().strip_head_digest = true;
     }
@@ -584,15 +627,16 @@ fn upstream_request(
     state: &ProxyState,
     parts: &axum::http::request::Parts,
 ) -> reqwest::RequestBuilder {
-    let url = format!(
-        "{}{}",
-        state.upstream,
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let upstream = match &state.token_upstream {
+        Some(tokens) if parts.uri.path() == "/token" => tokens,
+        _ => &state.upstream,
+    };
+    let url = format!("{upstream}{path}");
     state.http.request(parts.method.clone(), url)
 }
 
@@ -651,9 +695,16 @@ async fn forward(state: &ProxyState, request: Request) -> Response {
         .fetch_add(body.len() as u64, Ordering::Relaxed);
     let answer = upstream.body(body).send().await.expect("upstream registry");
     let mut response = Response::builder().status(answer.status().as_u16());
-    let own = format!("http://{}", own_host(&parts.headers));
+    let own = format!("{}://{}", state.scheme, own_host(&parts.headers));
+    let challenge_realm = state.settings.lock().unwrap().challenge_realm.clone();
     for (name, value) in answer.headers() {
         if matches!(name.as_str(), "connection" | "transfer-encoding") {
+            continue;
+        }
+        if let (Some(realm), "www-authenticate") = (&challenge_realm, name.as_str()) {
+            let text = value.to_str().unwrap_or_default();
+            let rewritten = with_realm(text, realm);
+            response = response.header(name, rewritten);
             continue;
         }
         // Upload locations name the registry; point them at the proxy.
@@ -670,6 +721,20 @@ async fn forward(state: &ProxyState, request: Request) -> Response {
     response
         .body(Body::from_stream(answer.bytes_stream()))
         .unwrap()
+}
+
+/// `challenge` with its `realm="…"` parameter naming `realm`.
+fn with_realm(challenge: &str, realm: &str) -> String {
+    match challenge.find("realm=\"") {
+        Some(start) => {
+            let value = start + "realm=\"".len();
+            let end = challenge[value..]
+                .find('"')
+                .map_or(challenge.len(), |e| value + e);
+            format!("{}{realm}{}", &challenge[..value], &challenge[end..])
+        }
+        None => challenge.to_owned(),
+    }
 }
 
 /// Rewrites a request's `Range: bytes=<from>-` to start elsewhere.

@@ -143,6 +143,23 @@ impl TestRegistry {
         Self::launch(setup)
     }
 
+    /// A plain-HTTP registry on a loopback port with token auth by
+    /// `token_server` under another registry's realm and service (the
+    /// realm is served by a front such as [`FaultProxy::tls_front`]).
+    ///
+    /// [`FaultProxy::tls_front`]: super::proxy::FaultProxy::tls_front
+    pub fn token_as(token_server: TokenServer, realm: &str, service: &str) -> Self {
+        let mut setup = Setup::new(
+            Auth::Token {
+                username: token_server.username.clone(),
+                password: token_server.password.clone(),
+            },
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_port()),
+        );
+        setup.token = Some((token_server, realm.to_owned(), service.to_owned()));
+        Self::launch(setup)
+    }
+
     /// Docker Hub as a private network namespace sees it (the test's
     /// `/etc/hosts` names `registry-1.docker.io` 127.0.0.1): TLS with
     /// `tls` on 127.0.0.1:443, token auth as Docker Hub's

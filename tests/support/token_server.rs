@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{RawQuery, State};
@@ -103,6 +103,7 @@ struct ServerState {
     queries: Arc<Mutex<Vec<String>>>,
     faults: Arc<Mutex<Vec<TokenFault>>>,
     reply: Arc<Mutex<TokenReply>>,
+    anonymous_pull: Arc<AtomicBool>,
 }
 
 /// The JSON a token is given in.
@@ -139,12 +140,29 @@ pub struct TokenServer {
     queries: Arc<Mutex<Vec<String>>>,
     faults: Arc<Mutex<Vec<TokenFault>>>,
     reply: Arc<Mutex<TokenReply>>,
+    anonymous_pull: Arc<AtomicBool>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TokenServer {
     pub fn start(username: &str, password: &str) -> Self {
         Self::serve(username, password, Signer::new(), super::serve)
+    }
+
+    /// A token service on a loopback port signing for `service`.
+    pub fn for_service(username: &str, password: &str, service: &str) -> Self {
+        Self::serve(
+            username,
+            password,
+            Signer::for_service(service),
+            super::serve,
+        )
+    }
+
+    /// Anonymous callers get pull access from now on (public repositories,
+    /// as ECR Public and Docker Hub grant).
+    pub fn allow_anonymous_pull(&self) {
+        self.anonymous_pull.store(true, Ordering::SeqCst);
     }
 
     /// A token service on the IPv6 loopback: its realm is
@@ -181,7 +199,9 @@ impl TokenServer {
         let queries = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(Vec::new()));
         let reply = Arc::new(Mutex::new(TokenReply::Token));
+        let anonymous_pull = Arc::new(AtomicBool::new(false));
         let state = Arc::new(ServerState {
+            anonymous_pull: anonymous_pull.clone(),
             reply: reply.clone(),
             signer: signer.clone(),
             username: username.to_owned(),
@@ -204,6 +224,7 @@ impl TokenServer {
             queries,
             faults,
             reply,
+            anonymous_pull,
             shutdown: Some(tx),
         }
     }
@@ -305,9 +326,11 @@ async fn issue(
                 .into_response();
         }
     };
-    // Anonymous callers get a token without access, as real services do.
+    // Anonymous callers get a token without access, as real services do
+    // for private repositories, or pull access for public ones.
+    let anonymous_pull = subject.is_none() && state.anonymous_pull.load(Ordering::SeqCst);
     let mut access = Vec::new();
-    if subject.is_some() {
+    if subject.is_some() || anonymous_pull {
         for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             if key != "scope" {
                 continue;
@@ -317,10 +340,12 @@ async fn issue(
                 if let (Some("repository"), Some(name), Some(actions)) =
                     (parts.next(), parts.next(), parts.next())
                 {
-                    access.push((
-                        name.to_owned(),
-                        actions.split(',').map(str::to_owned).collect(),
-                    ));
+                    let actions = actions
+                        .split(',')
+                        .filter(|a| subject.is_some() || *a == "pull")
+                        .map(str::to_owned)
+                        .collect();
+                    access.push((name.to_owned(), actions));
                 }
             }
         }
