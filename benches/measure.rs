@@ -225,7 +225,7 @@ pub fn compare_unpack(
     layers: &[String],
     work: &std::path::Path,
     runs: usize,
-) {
+) -> Duration {
     let request = serde_json::json!({"source": {"repository": format!("{host}/{repo}")},
                                      "version": {"tag": "latest", "digest": digest}});
     let (mut ours, mut gnu, mut pigz, mut peer) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -286,4 +286,5 @@ pub fn compare_unpack(
             o.as_secs_f64() / floor.as_secs_f64()
         );
     }
+    o
 }

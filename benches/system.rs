@@ -7,6 +7,8 @@
 //! RSS and CPU use. Everything on tmpfs.
 
 use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -30,6 +32,7 @@ pub fn run() {
     let registry = TestRegistry::plain();
     let repo = "bench/system";
     let (mut layers, mut diff_ids, mut uncompressed) = (Vec::new(), Vec::new(), 0u64);
+    let mut gz_files = Vec::new();
     for (i, dirs) in LAYERS.iter().enumerate() {
         let gz = shm.join(format!("layer{i}.tar.gz"));
         let script = format!(
@@ -68,7 +71,7 @@ pub fn run() {
         let bytes = std::fs::read(&gz).unwrap();
         let digest = registry.put_blob(repo, &bytes);
         layers.push((digest, bytes.len()));
-        std::fs::remove_file(&gz).unwrap();
+        gz_files.push(gz);
     }
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux",
@@ -97,6 +100,113 @@ pub fn run() {
         layers.iter().map(|(_, n)| n).sum::<usize>() >> 20
     );
     let layer_digests: Vec<String> = layers.iter().map(|(d, _)| d.clone()).collect();
-    measure::compare_unpack(&registry.host(), repo, &digest, &layer_digests, shm, RUNS);
+    let ours = measure::compare_unpack(&registry.host(), repo, &digest, &layer_digests, shm, RUNS);
+    machine_floors(&gz_files, shm, ours);
     let _ = std::fs::remove_dir_all(shm);
+}
+
+/// What this machine can do at most, each part of `in` alone (issue 28):
+/// inflating the layers (zlib-rs, our inflater, one thread; libdeflate's
+/// `libdeflate-gunzip`, one thread; `pigz -dc`, the layers in parallel)
+/// and writing them (GNU `tar -x` of the uncompressed layers). On two
+/// cores the floor of `in` is the larger of the fastest inflate and the
+/// write. Medians of [`RUNS`], the rows alternating; files on tmpfs.
+fn machine_floors(gz_files: &[std::path::PathBuf], shm: &Path, ours: Duration) {
+    let tars: Vec<std::path::PathBuf> = gz_files
+        .iter()
+        .map(|gz| {
+            let tar = gz.with_extension("");
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(format!("pigz -dc {} > {}", gz.display(), tar.display()))
+                .status()
+                .unwrap();
+            assert!(status.success(), "inflating {}", gz.display());
+            tar
+        })
+        .collect();
+    let libdeflate = Path::new("/usr/bin/libdeflate-gunzip").exists();
+    let mut rows: Vec<(&str, Vec<Duration>)> = vec![
+        ("inflate only, zlib-rs, one thread", Vec::new()),
+        ("inflate only, libdeflate-gunzip, one thread", Vec::new()),
+        ("inflate only, pigz -dc, the layers in parallel", Vec::new()),
+        (
+            "write only, GNU tar -x of the uncompressed layers",
+            Vec::new(),
+        ),
+    ];
+    for _ in 0..RUNS {
+        rows[0].1.push(timed(|| {
+            for gz in gz_files {
+                let file =
+                    std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(gz).unwrap());
+                let mut inflater = flate2::read::MultiGzDecoder::new(file);
+                std::io::copy(&mut inflater, &mut std::io::sink()).unwrap();
+            }
+        }));
+        if libdeflate {
+            rows[1].1.push(timed(|| {
+                for gz in gz_files {
+                    shell(&format!(
+                        "libdeflate-gunzip -c {} > /dev/null",
+                        gz.display()
+                    ));
+                }
+            }));
+        }
+        rows[2].1.push(timed(|| {
+            let all: Vec<String> = gz_files
+                .iter()
+                .map(|gz| format!("pigz -dc {} > /dev/null &", gz.display()))
+                .collect();
+            shell(&format!("{} wait", all.join(" ")));
+        }));
+        let dest = shm.join("tar-x");
+        std::fs::create_dir_all(&dest).unwrap();
+        rows[3].1.push(timed(|| {
+            for tar in &tars {
+                shell(&format!(
+                    "tar -x -C {} -f {}",
+                    dest.display(),
+                    tar.display()
+                ));
+            }
+        }));
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+    println!("  this machine's floors, each part alone, median of {RUNS}:");
+    let mut fastest_inflate = Duration::MAX;
+    for (label, runs) in &rows {
+        if runs.is_empty() {
+            println!("    {label:<50} not installed (scripts/setup installs it)");
+            continue;
+        }
+        let median = measure::median(runs.clone());
+        if label.starts_with("inflate") {
+            fastest_inflate = fastest_inflate.min(median);
+        }
+        println!("    {label:<50} {}", measure::ms(median));
+    }
+    let write = measure::median(rows[3].1.clone());
+    let floor = fastest_inflate.max(write);
+    println!(
+        "    floor on two cores (the larger of the fastest inflate and the write): {}; \
+         ours/floor {:.2}x",
+        measure::ms(floor),
+        ours.as_secs_f64() / floor.as_secs_f64()
+    );
+    for tar in tars {
+        let _ = std::fs::remove_file(tar);
+    }
+}
+
+fn timed(work: impl FnOnce()) -> Duration {
+    let started = Instant::now();
+    work();
+    started.elapsed()
+}
+
+fn shell(script: &str) {
+    let status = Command::new("sh").arg("-c").arg(script).status().unwrap();
+    assert!(status.success(), "{script}");
 }
