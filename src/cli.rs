@@ -119,18 +119,93 @@ async fn resolve(
     Ok((endpoint, digest))
 }
 
-/// `verify REFERENCE --key FILE`: the digest and where its signature is,
-/// or an error saying what was found (the same check as `check` and `in`
-/// with `source.cosign_public_key`).
+/// `verify`'s keyless flags, named as cosign's.
+#[derive(Debug, Default, clap::Args)]
+pub struct KeylessArgs {
+    /// Keyless: the signer's identity (the certificate's email or URI), exactly.
+    #[arg(long)]
+    pub certificate_identity: Option<String>,
+    /// Keyless: a pattern the whole identity matches.
+    #[arg(long)]
+    pub certificate_identity_regexp: Option<String>,
+    /// Keyless: the OIDC issuer of the signer's token, exactly.
+    #[arg(long)]
+    pub certificate_oidc_issuer: Option<String>,
+    /// Keyless: a pattern the whole issuer matches.
+    #[arg(long)]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+    /// Keyless: a Sigstore trusted_root.json in place of the built-in public-good one.
+    #[arg(long)]
+    pub trusted_root: Option<std::path::PathBuf>,
+}
+
+impl KeylessArgs {
+    fn is_empty(&self) -> bool {
+        self.certificate_identity.is_none()
+            && self.certificate_identity_regexp.is_none()
+            && self.certificate_oidc_issuer.is_none()
+            && self.certificate_oidc_issuer_regexp.is_none()
+            && self.trusted_root.is_none()
+    }
+
+    fn policy(&self) -> anyhow::Result<crate::sign::SignaturePolicy> {
+        use crate::sign::{KeylessPolicy, Matcher, SignaturePolicy, TrustedRoot};
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let identity = Matcher::new(
+            &text(&self.certificate_identity),
+            &text(&self.certificate_identity_regexp),
+            ("--certificate-identity", "--certificate-identity-regexp"),
+        )?;
+        let issuer = Matcher::new(
+            &text(&self.certificate_oidc_issuer),
+            &text(&self.certificate_oidc_issuer_regexp),
+            (
+                "--certificate-oidc-issuer",
+                "--certificate-oidc-issuer-regexp",
+            ),
+        )?;
+        let root = match &self.trusted_root {
+            None => TrustedRoot::public_good()?,
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("--trusted-root: reading {}", path.display()))?;
+                TrustedRoot::parse(&bytes)
+                    .with_context(|| format!("--trusted-root {}", path.display()))?
+            }
+        };
+        Ok(SignaturePolicy::Keyless(Box::new(KeylessPolicy {
+            identity,
+            issuer,
+            root,
+        })))
+    }
+}
+
+/// `verify REFERENCE --key FILE` or keyless flags: the digest and where
+/// its signature is, or an error saying what was found (the same check as
+/// `check` and `in` with `source.cosign_public_key` or
+/// `source.cosign_certificate_*`).
 pub async fn verify(
     connection: &Connection,
     reference: &str,
-    key_file: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    keyless: &KeylessArgs,
 ) -> anyhow::Result<()> {
-    let pem = std::fs::read_to_string(key_file)
-        .with_context(|| format!("--key: reading {}", key_file.display()))?;
-    let key = crate::sign::PublicKey::from_pem(&pem)
-        .with_context(|| format!("--key {}", key_file.display()))?;
+    let key = match (key_file, keyless.is_empty()) {
+        (Some(_), false) => bail!("--key and the keyless flags (--certificate-*) are exclusive"),
+        (None, true) => bail!(
+            "say whose signature counts: --key FILE, or --certificate-identity[-regexp] with \
+             --certificate-oidc-issuer[-regexp]"
+        ),
+        (None, false) => keyless.policy()?,
+        (Some(key_file), true) => {
+            let pem = std::fs::read_to_string(key_file)
+                .with_context(|| format!("--key: reading {}", key_file.display()))?;
+            crate::sign::PublicKey::from_pem(&pem)
+                .map(crate::sign::SignaturePolicy::Key)
+                .with_context(|| format!("--key {}", key_file.display()))?
+        }
+    };
     let (endpoint, digest) = resolve(connection, reference).await?;
     let found = crate::sign::verify_digest(&endpoint.client, &endpoint.repository, &digest, &key)
         .await?

@@ -114,16 +114,20 @@ enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
-    /// Check that a reference's digest carries a cosign signature made with a key (as
-    /// `cosign verify --key`, without a transparency log); prints the digest and where.
+    /// Check that a reference's digest carries a cosign signature: made with a key (as
+    /// `cosign verify --key`, without a transparency log), or keyless by an identity through
+    /// an OIDC issuer (checked offline against a Sigstore trusted root); prints the digest
+    /// and where.
     #[command(
-        after_help = "Example:\n  registry-image verify registry.example.org/team/app:1.2.3 --key cosign.pub"
+        after_help = "Examples:\n  registry-image verify registry.example.org/team/app:1.2.3 --key cosign.pub\n  registry-image verify registry.k8s.io/pause:3.10 \\\n    --certificate-identity krel-trust@k8s-releng-prod.iam.gserviceaccount.com \\\n    --certificate-oidc-issuer https://accounts.google.com"
     )]
     Verify {
         reference: String,
         /// The PEM public key (cosign.pub): ECDSA P-256 or Ed25519.
         #[arg(long)]
-        key: std::path::PathBuf,
+        key: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        keyless: cli::KeylessArgs,
         #[command(flatten)]
         connection: ConnectionArgs,
     },
@@ -304,8 +308,9 @@ fn run_verb(command: Command) -> anyhow::Result<()> {
             Command::Verify {
                 reference,
                 key,
+                keyless,
                 connection,
-            } => cli::verify(&connect(connection)?, reference, key).await,
+            } => cli::verify(&connect(connection)?, reference, key.as_deref(), keyless).await,
             Command::Manifest {
                 reference,
                 platform: p,

@@ -193,14 +193,24 @@ pub struct Source {
     /// only digests signed with it, `in` refuses others.
     #[serde(default)]
     pub cosign_public_key: String,
-    /// Keyless verification; accepted so the error can say why it is
-    /// refused.
+    /// Keyless verification: the signer's identity (the Fulcio
+    /// certificate's email or URI), exactly.
     #[serde(default)]
-    pub cosign_certificate_identity: Option<serde_json::Value>,
-    /// Keyless verification; accepted so the error can say why it is
-    /// refused.
+    pub cosign_certificate_identity: String,
+    /// Keyless verification: a pattern the whole identity matches.
     #[serde(default)]
-    pub cosign_certificate_oidc_issuer: Option<serde_json::Value>,
+    pub cosign_certificate_identity_regexp: String,
+    /// Keyless verification: the OIDC issuer of the signer's token,
+    /// exactly.
+    #[serde(default)]
+    pub cosign_certificate_oidc_issuer: String,
+    /// Keyless verification: a pattern the whole issuer matches.
+    #[serde(default)]
+    pub cosign_certificate_oidc_issuer_regexp: String,
+    /// Keyless verification: a Sigstore `trusted_root.json` (its content,
+    /// as text or as an object) in place of the built-in public-good one.
+    #[serde(default)]
+    pub cosign_trusted_root: Option<serde_json::Value>,
 }
 
 /// `source.registry_mirror`: a pull-through mirror for Docker Hub.
@@ -458,7 +468,10 @@ impl Source {
             content_trust: _,
             cosign_public_key: _,
             cosign_certificate_identity: _,
+            cosign_certificate_identity_regexp: _,
             cosign_certificate_oidc_issuer: _,
+            cosign_certificate_oidc_issuer_regexp: _,
+            cosign_trusted_root: _,
             // How to connect.
             username,
             password,
@@ -529,7 +542,7 @@ impl Source {
         self.label_regex()?;
         self.annotation_regex()?;
         parse_ca_certs(&self.ca_certs).context("source.ca_certs")?;
-        self.cosign_key()?;
+        self.signature_policy()?;
         if !self.aws_role_arn.is_empty() && !self.aws_role_arns.is_empty() {
             bail!("source.aws_role_arn cannot be set at the same time as source.aws_role_arns");
         }
@@ -575,27 +588,79 @@ impl Source {
                  instead (params.sign on put, source.cosign_public_key on check and get)"
             );
         }
-        if self.cosign_certificate_identity.is_some()
-            || self.cosign_certificate_oidc_issuer.is_some()
-        {
-            bail!(
-                "keyless cosign verification (source.cosign_certificate_identity, \
-                 source.cosign_certificate_oidc_issuer) is refused: it needs Fulcio's roots and \
-                 Rekor, which this resource does not reach; verify with a key \
-                 (source.cosign_public_key)"
-            );
-        }
         Ok(())
     }
 
-    /// `cosign_public_key`, parsed (`None` when unset).
-    pub fn cosign_key(&self) -> anyhow::Result<Option<crate::sign::PublicKey>> {
-        if self.cosign_public_key.trim().is_empty() {
+    /// What makes a signature count (`None` when nothing is asked): the
+    /// key of `cosign_public_key`, or the keyless identity and issuer of
+    /// `cosign_certificate_*` with the trusted root.
+    pub fn signature_policy(&self) -> anyhow::Result<Option<crate::sign::SignaturePolicy>> {
+        use crate::sign::{KeylessPolicy, Matcher, SignaturePolicy, TrustedRoot};
+        let keyless = [
+            &self.cosign_certificate_identity,
+            &self.cosign_certificate_identity_regexp,
+            &self.cosign_certificate_oidc_issuer,
+            &self.cosign_certificate_oidc_issuer_regexp,
+        ]
+        .iter()
+        .any(|field| !field.is_empty());
+        let has_key = !self.cosign_public_key.trim().is_empty();
+        if has_key && keyless {
+            bail!(
+                "source.cosign_public_key and keyless verification \
+                 (source.cosign_certificate_*) are exclusive: a signature is either made with a \
+                 key or keyless"
+            );
+        }
+        if has_key {
+            return crate::sign::PublicKey::from_pem(&self.cosign_public_key)
+                .map(|key| Some(SignaturePolicy::Key(key)))
+                .context("source.cosign_public_key");
+        }
+        if !keyless {
+            if self.cosign_trusted_root.is_some() {
+                bail!(
+                    "source.cosign_trusted_root is set without source.cosign_certificate_identity \
+                     and source.cosign_certificate_oidc_issuer (the root says whom to trust, \
+                     they say who must have signed)"
+                );
+            }
             return Ok(None);
         }
-        crate::sign::PublicKey::from_pem(&self.cosign_public_key)
-            .map(Some)
-            .context("source.cosign_public_key")
+        let identity = Matcher::new(
+            &self.cosign_certificate_identity,
+            &self.cosign_certificate_identity_regexp,
+            (
+                "source.cosign_certificate_identity",
+                "source.cosign_certificate_identity_regexp",
+            ),
+        )?;
+        let issuer = Matcher::new(
+            &self.cosign_certificate_oidc_issuer,
+            &self.cosign_certificate_oidc_issuer_regexp,
+            (
+                "source.cosign_certificate_oidc_issuer",
+                "source.cosign_certificate_oidc_issuer_regexp",
+            ),
+        )?;
+        let root = match &self.cosign_trusted_root {
+            None | Some(serde_json::Value::Null) => TrustedRoot::public_good()?,
+            Some(serde_json::Value::String(text)) => {
+                TrustedRoot::parse(text.as_bytes()).context("source.cosign_trusted_root")?
+            }
+            Some(object @ serde_json::Value::Object(_)) => {
+                TrustedRoot::parse(object.to_string().as_bytes())
+                    .context("source.cosign_trusted_root")?
+            }
+            Some(_) => {
+                bail!("source.cosign_trusted_root: a trusted_root.json's content (text or object)")
+            }
+        };
+        Ok(Some(SignaturePolicy::Keyless(Box::new(KeylessPolicy {
+            identity,
+            issuer,
+            root,
+        }))))
     }
 
     /// The repository, parsed.

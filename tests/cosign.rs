@@ -15,54 +15,22 @@ use serde_json::{Value, json};
 use support::cosign_peer::{peer, peer_keys};
 use support::image::{TestImage, sha256, write_index_layout, write_oci_layout};
 use support::proxy::FaultProxy;
+use support::signatures::{
+    BUNDLE, SIG_ANNOTATION, SIG_LAYER, payload, push_bundle_referrer, push_sig_layers, sig_tag,
+};
 use support::{StepOutput, TestRegistry, run_step, run_step_env, versions};
-
-const SIG_LAYER: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
-const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
-fn sig_tag(digest: &str) -> String {
-    format!("{}.sig", digest.replacen(':', "-", 1))
-}
-
 /// Stores a `.sig` manifest holding `layers` of (payload, base64 signature).
 fn push_sig(registry: &TestRegistry, repo: &str, digest: &str, layers: &[(Vec<u8>, String)]) {
-    let mut descriptors = Vec::new();
-    for (payload, signature) in layers {
-        let blob = registry.put_blob(repo, payload);
-        descriptors.push(json!({
-            "mediaType": SIG_LAYER, "size": payload.len(), "digest": blob,
-            "annotations": {SIG_ANNOTATION: signature},
-        }));
-    }
-    let config = serde_json::to_vec(&json!({"architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": []}}))
-    .unwrap();
-    let config_digest = registry.put_blob(repo, &config);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "size": config.len(), "digest": config_digest},
-        "layers": descriptors,
-    }))
-    .unwrap();
-    registry.put_manifest(repo, &sig_tag(digest), OCI_MANIFEST, &manifest);
-}
-
-/// cosign's simple-signing payload for `digest`.
-fn payload(reference: &str, digest: &str) -> Vec<u8> {
-    serde_json::to_vec(
-        &json!({"critical": {"identity": {"docker-reference": reference},
-        "image": {"docker-manifest-digest": digest},
-        "type": "cosign container image signature"}, "optional": null}),
-    )
-    .unwrap()
+    let layers: Vec<(Vec<u8>, Value)> = layers
+        .iter()
+        .map(|(payload, signature)| (payload.clone(), json!({SIG_ANNOTATION: signature})))
+        .collect();
+    push_sig_layers(registry, repo, digest, &layers);
 }
 
 /// The peer's signature of `bytes` with `key`.
@@ -95,29 +63,10 @@ fn peer_signs_tag(registry: &TestRegistry, repo: &str, digest: &str, key: &Path)
     push_sig(registry, repo, digest, &[(payload, signature)]);
 }
 
-/// Pushes the peer's bundle for `digest` as a referrer (fallback tag:
-/// the CNCF registry has no referrers API).
+/// Pushes the peer's bundle for `digest` as a referrer.
 fn peer_signs_bundle(registry: &TestRegistry, repo: &str, digest: &str, key: &Path) {
     let bundle = peer(&["bundle", key.to_str().unwrap(), digest]).expect("bundle");
-    let bundle = bundle.trim().as_bytes();
-    let bundle_digest = registry.put_blob(repo, bundle);
-    let empty = registry.put_blob(repo, b"{}");
-    let (subject, subject_type) = registry.manifest(repo, digest);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": BUNDLE,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
-        "layers": [{"mediaType": BUNDLE, "size": bundle.len(), "digest": bundle_digest}],
-        "subject": {"mediaType": subject_type, "size": subject.len(), "digest": digest},
-    }))
-    .unwrap();
-    let manifest_digest = registry.put_manifest(repo, &sha256(&manifest), OCI_MANIFEST, &manifest);
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "size": manifest.len(),
-                       "digest": manifest_digest, "artifactType": BUNDLE}],
-    }))
-    .unwrap();
-    registry.put_manifest(repo, &digest.replacen(':', "-", 1), OCI_INDEX, &index);
+    push_bundle_referrer(registry, repo, digest, bundle.trim().as_bytes());
 }
 
 fn check(repository: &str, extra: Value) -> StepOutput {
@@ -601,7 +550,7 @@ fn bad_keys_and_settings_fail_clearly_and_push_nothing() {
         ),
         (
             json!({"cosign_certificate_identity": "me@example.org"}),
-            "keyless cosign verification",
+            "keyless verification needs source.cosign_certificate_oidc_issuer",
         ),
         (json!({"content_trust": {}}), "source.cosign_public_key"),
     ] {

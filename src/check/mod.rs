@@ -23,7 +23,7 @@ pub async fn run(request: CheckRequest) -> anyhow::Result<Vec<Version>> {
     source.validate()?;
     let endpoint = Endpoint::connect_for_check(source).await?;
     let request = &request;
-    let key = source.cosign_key()?;
+    let key = source.signature_policy()?;
     let key = key.as_ref();
     endpoint
         .mirror_first(
@@ -39,7 +39,7 @@ async fn check_on(
     client: &RegistryClient,
     repository: &Repository,
     request: &CheckRequest,
-    key: Option<&crate::sign::PublicKey>,
+    key: Option<&crate::sign::SignaturePolicy>,
 ) -> anyhow::Result<Vec<Version>> {
     let source = &request.source;
     let versions = match source.check_mode() {
@@ -67,7 +67,7 @@ async fn check_on(
     }
 }
 
-/// The versions whose digest carries a signature that verifies with `key`;
+/// The versions whose digest carries a signature that satisfies `key`;
 /// the others are skipped with a note saying why. Verified a few at a time
 /// (as digests are resolved), in order. A registry failure fails the check
 /// (an unreachable signature is not an absent one).
@@ -75,7 +75,7 @@ async fn signed_only(
     client: &RegistryClient,
     repository: &Repository,
     versions: Vec<Version>,
-    key: &crate::sign::PublicKey,
+    key: &crate::sign::SignaturePolicy,
 ) -> anyhow::Result<Vec<Version>> {
     use futures_util::{StreamExt, TryStreamExt, stream};
     let verdicts: Vec<(Version, Verdict)> = stream::iter(versions)

@@ -111,7 +111,7 @@ pub async fn run(request: InRequest, dest: &Path) -> anyhow::Result<StepResponse
     let (params, platform, progress_ref, digest_ref) = (&params, &platform, &progress, &digest);
     let platforms = &platforms;
     let (label_ref, annotation_ref, repo_tag) = (&label_regex, &annotation_regex, &repo_tag);
-    let cosign_key = source.cosign_key()?;
+    let cosign_key = source.signature_policy()?;
     let cosign_key = &cosign_key;
     let attempt = |client: Arc<RegistryClient>, repository: Repository| async move {
         let (progress, digest) = (progress_ref, digest_ref);

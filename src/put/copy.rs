@@ -129,7 +129,7 @@ impl RemoteImage {
         // With the origin's cosign key, only a signed digest is copied, and
         // exactly the digest verified (a tag is resolved once).
         let verified;
-        let target = match source.cosign_key()? {
+        let target = match source.signature_policy()? {
             None => target,
             Some(key) => {
                 let digest = match target {

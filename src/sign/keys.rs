@@ -68,6 +68,33 @@ impl PublicKey {
         )
     }
 
+    /// Reads a PKIX `SubjectPublicKeyInfo` (DER) of either kind: a
+    /// certificate's key, a transparency log's or a CT log's.
+    pub fn from_der(der: &[u8]) -> anyhow::Result<Self> {
+        if let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
+            return Ok(PublicKey::EcdsaP256(key));
+        }
+        if let Ok(key) = ed25519_dalek::VerifyingKey::from_public_key_der(der) {
+            return Ok(PublicKey::Ed25519(key));
+        }
+        bail!("the key is neither ECDSA P-256 nor Ed25519")
+    }
+
+    /// Whether `signature` signs a message whose SHA-256 is `digest` (a
+    /// sigstore bundle's message signature, made over the artifact's
+    /// digest). Ed25519 signs messages, never digests: always false.
+    pub fn verifies_sha256(&self, digest: &[u8], signature: &[u8]) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        match self {
+            PublicKey::EcdsaP256(key) => {
+                digest.len() == 32
+                    && p256::ecdsa::DerSignature::from_bytes(signature)
+                        .is_ok_and(|sig| key.verify_prehash(digest, &sig).is_ok())
+            }
+            PublicKey::Ed25519(_) => false,
+        }
+    }
+
     /// Whether `signature` (raw bytes, base64 decoded) signs `message`.
     pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         match self {

@@ -121,20 +121,7 @@ pub struct EnvelopeSignature {
 /// (there is no Rekor to ask offline), as `cosign verify
 /// --insecure-ignore-tlog` does.
 pub fn check_bundle(bundle: &[u8], key: &PublicKey, digest: &Digest) -> anyhow::Result<()> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Bundle {
-        #[serde(default)]
-        media_type: String,
-        dsse_envelope: Option<Envelope>,
-    }
-    let bundle: Bundle = serde_json::from_slice(bundle).context("the bundle is not JSON")?;
-    if !bundle
-        .media_type
-        .starts_with("application/vnd.dev.sigstore.bundle")
-    {
-        bail!("not a sigstore bundle (mediaType {:?})", bundle.media_type);
-    }
+    let bundle = super::bundle::Bundle::parse(bundle)?;
     let envelope = bundle.dsse_envelope.context(
         "the bundle holds no DSSE envelope (a message signature signs a blob, not an image)",
     )?;
@@ -158,7 +145,7 @@ pub fn check_bundle(bundle: &[u8], key: &PublicKey, digest: &Digest) -> anyhow::
 
 /// Checks that an in-toto statement is cosign's signing statement about
 /// `digest`.
-fn check_statement(statement: &[u8], digest: &Digest) -> anyhow::Result<()> {
+pub(super) fn check_statement(statement: &[u8], digest: &Digest) -> anyhow::Result<()> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Statement {

@@ -1,8 +1,8 @@
 //! Finding a valid cosign signature of a digest in its repository: the
 //! `sha256-<hex>.sig` tag (cosign's classic form), then sigstore bundles
 //! among the digest's referrers (cosign 3's form). One signature that
-//! verifies with the key and names the digest is enough, as for `cosign
-//! verify --key`.
+//! satisfies the policy (made with the key, or keyless by the identity
+//! asked for) and names the digest is enough, as for `cosign verify`.
 //!
 //! Everything read is bounded: at most [`MAX_EXAMINED`] signatures per
 //! form, each blob verified against its digest and size-capped by the
@@ -12,6 +12,7 @@ use anyhow::bail;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use super::keyless::KeylessPolicy;
 use super::keys::PublicKey;
 use super::payload::{
     SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, check_bundle, check_simple_signing,
@@ -27,8 +28,56 @@ const MAX_EXAMINED: usize = 32;
 /// A signature payload or bundle larger than this is not one (cosign's are
 /// a few hundred bytes to a few KiB); it is neither fetched nor read past.
 pub const MAX_SIGNATURE_BYTES: usize = 1 << 20;
-/// The artifact type (and layer type prefix) of sigstore bundles.
-pub const BUNDLE_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+pub use super::bundle::BUNDLE_TYPE_PREFIX;
+
+/// What makes a signature count.
+#[derive(Debug, Clone)]
+pub enum SignaturePolicy {
+    /// Made with this key (`source.cosign_public_key`).
+    Key(PublicKey),
+    /// Keyless, by an identity and issuer (`source.cosign_certificate_*`).
+    Keyless(Box<KeylessPolicy>),
+}
+
+impl SignaturePolicy {
+    /// What a refusal names as the policy.
+    fn describe(&self) -> String {
+        match self {
+            SignaturePolicy::Key(_) => "that verifies with source.cosign_public_key".to_owned(),
+            SignaturePolicy::Keyless(policy) => {
+                format!("by {} through {}", policy.identity, policy.issuer)
+            }
+        }
+    }
+
+    /// Checks one `.sig` layer's signature of `payload`.
+    fn check_layer(
+        &self,
+        annotations: &std::collections::BTreeMap<String, String>,
+        payload: &[u8],
+        signature: &[u8],
+    ) -> anyhow::Result<()> {
+        match self {
+            SignaturePolicy::Key(key) => {
+                if !key.verifies(payload, signature) {
+                    bail!("the signature does not verify with the key");
+                }
+                Ok(())
+            }
+            SignaturePolicy::Keyless(policy) => {
+                policy.verify_signature_layer(annotations, payload, signature)
+            }
+        }
+    }
+
+    /// Checks one bundle as a signature of `digest`.
+    fn check_bundle(&self, bundle: &[u8], digest: &Digest) -> anyhow::Result<()> {
+        match self {
+            SignaturePolicy::Key(key) => check_bundle(bundle, key, digest),
+            SignaturePolicy::Keyless(policy) => policy.verify_bundle(bundle, digest),
+        }
+    }
+}
 
 /// The tag holding `digest`'s classic cosign signatures.
 pub fn signature_tag(digest: &Digest) -> String {
@@ -54,19 +103,19 @@ impl Verdict {
     }
 }
 
-/// Looks for a signature of `digest` that verifies with `key`. Registry
+/// Looks for a signature of `digest` that satisfies `policy`. Registry
 /// failures are errors, never taken for "unsigned".
 pub async fn verify_digest(
     client: &RegistryClient,
     repo: &Repository,
     digest: &Digest,
-    key: &PublicKey,
+    policy: &SignaturePolicy,
 ) -> anyhow::Result<Verdict> {
     let mut seen = Vec::new();
-    if let Some(found) = from_signature_tag(client, repo, digest, key, &mut seen).await? {
+    if let Some(found) = from_signature_tag(client, repo, digest, policy, &mut seen).await? {
         return Ok(Verdict::Signed(found));
     }
-    if let Some(found) = from_bundles(client, repo, digest, key, &mut seen).await? {
+    if let Some(found) = from_bundles(client, repo, digest, policy, &mut seen).await? {
         return Ok(Verdict::Signed(found));
     }
     Ok(Verdict::Unsigned(if seen.is_empty() {
@@ -76,7 +125,8 @@ pub async fn verify_digest(
         )
     } else {
         format!(
-            "{repo}@{digest} has no signature that verifies with source.cosign_public_key ({})",
+            "{repo}@{digest} has no signature {} ({})",
+            policy.describe(),
             seen.join("; ")
         )
     }))
@@ -86,7 +136,7 @@ async fn from_signature_tag(
     client: &RegistryClient,
     repo: &Repository,
     digest: &Digest,
-    key: &PublicKey,
+    policy: &SignaturePolicy,
     seen: &mut Vec<String>,
 ) -> anyhow::Result<Option<String>> {
     let tag = signature_tag(digest);
@@ -128,10 +178,8 @@ async fn from_signature_tag(
         let payload = client
             .get_blob_up_to(repo, &payload_digest, MAX_SIGNATURE_BYTES)
             .await?;
-        if !key.verifies(&payload, &signature) {
-            seen.push(format!(
-                "{what}: the signature does not verify with the key"
-            ));
+        if let Err(e) = policy.check_layer(&layer.annotations, &payload, &signature) {
+            seen.push(format!("{what}: {e:#}"));
             continue;
         }
         match check_simple_signing(&payload, digest) {
@@ -146,7 +194,7 @@ async fn from_bundles(
     client: &RegistryClient,
     repo: &Repository,
     digest: &Digest,
-    key: &PublicKey,
+    policy: &SignaturePolicy,
     seen: &mut Vec<String>,
 ) -> anyhow::Result<Option<String>> {
     let referrers = client.referrers(repo, digest).await?;
@@ -196,7 +244,7 @@ async fn from_bundles(
             let bundle = client
                 .get_blob_up_to(repo, &bundle_digest, MAX_SIGNATURE_BYTES)
                 .await?;
-            match check_bundle(&bundle, key, digest) {
+            match policy.check_bundle(&bundle, digest) {
                 Ok(()) => return Ok(Some(what)),
                 Err(e) => seen.push(format!("{what}: {e:#}")),
             }

@@ -15,6 +15,8 @@ pub mod raw_tar;
 pub mod registry;
 pub mod s3;
 pub mod sandbox;
+pub mod signatures;
+pub mod sigstore_peer;
 pub mod tls;
 pub mod token_server;
 
