@@ -15,12 +15,15 @@ use sha2::{Digest as _, Sha256};
 
 use super::keys::PublicKey;
 
-/// The public-good instance's trusted root, as the `sigstore` PyPI package
-/// 4.5.1 ships it (`sigstore/_store/https%3A%2F%2Ftuf-repo-cdn.sigstore.dev/
-/// trusted_root.json`, package released 2025-12; its content is Sigstore's
-/// root-signing `targets/trusted_root.json` as changed on 2025-09-22: Rekor
-/// `rekor.sigstore.dev` and `log2025-1`, Fulcio's 2021 and 2022 CAs, CT logs
-/// `ctfe.sigstore.dev/test` and `/2022`, the timestamp authority).
+/// The public-good instance's trusted root, byte for byte as the
+/// `sigstore` PyPI package 4.5.1 ships it
+/// (`sigstore/_store/https%3A%2F%2Ftuf-repo-cdn.sigstore.dev/trusted_root.json`
+/// in its wheel, SHA-256 `6494e21e…c0b66`, taken 2026-12-03). Its content is
+/// Sigstore's root-signing `targets/trusted_root.json` as last changed on
+/// 2025-09-22: Rekor `rekor.sigstore.dev` (ECDSA) and `log2025-1`
+/// (Ed25519), Fulcio's 2021 CA (ended 2022) and 2022 CA, CT logs
+/// `ctfe.sigstore.dev/test` (ended 2022) and `/2022`, the timestamp
+/// authority.
 pub const PUBLIC_GOOD: &str = include_str!("public_good_trusted_root.json");
 
 /// A trusted root larger than this is not one (the public-good one is
