@@ -199,6 +199,96 @@ fn bench_check() {
         median_u64(rss) / 1024
     );
     bench_tag_check_per_connection();
+    bench_signed_tag_check();
+}
+
+/// A tag-mode check of a signed tag: the signature found and verified in
+/// every check, with a key and keyless (a Fulcio certificate, its chain and
+/// SCT, the Rekor SET; the signature made by Sigstore's own signer), beside
+/// the same check with no policy.
+fn bench_signed_tag_check() {
+    use support::signatures::{SIG_ANNOTATION, payload, push_sig_layers};
+    const CHECKS: usize = 50;
+    let registry = TestRegistry::plain();
+    let repo = "bench/signed";
+    let repository = registry.repo(repo);
+    let keyless_digest = registry.push(repo, "keyless", &TestImage::seeded("bench-keyless"));
+    let keyed_digest = registry.push(repo, "keyed", &TestImage::seeded("bench-keyed"));
+    let keyless_payload = payload(&repository, &keyless_digest);
+    let signed = support::sigstore_peer::sign(
+        &[support::sigstore_peer::Job {
+            kind: "sig",
+            name: "bench",
+            bytes: &keyless_payload,
+            identity: "https://ci.example.com/bench",
+            issuer: "https://oidc.example.com",
+        }],
+        &[],
+    );
+    push_sig_layers(
+        &registry,
+        repo,
+        &keyless_digest,
+        &[(keyless_payload, signed.annotations("bench"))],
+    );
+    let (_keys, keys) = support::cosign_peer::peer_keys();
+    let keyed_payload = payload(&repository, &keyed_digest);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &keyed_payload).unwrap();
+    let signature = support::cosign_peer::peer(&[
+        "sign",
+        keys.join("ec.key").to_str().unwrap(),
+        file.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    push_sig_layers(
+        &registry,
+        repo,
+        &keyed_digest,
+        &[(keyed_payload, json!({SIG_ANNOTATION: signature.trim()}))],
+    );
+    let public = std::fs::read_to_string(keys.join("ec.pub")).unwrap();
+    let cases = [
+        (
+            "no signature policy",
+            json!({"repository": repository, "tag": "keyless"}),
+        ),
+        (
+            "cosign_public_key, signed with the key",
+            json!({"repository": repository, "tag": "keyed", "cosign_public_key": public}),
+        ),
+        (
+            "keyless (identity, issuer, trusted root), signed keyless",
+            json!({"repository": repository, "tag": "keyless",
+                   "cosign_certificate_identity": "https://ci.example.com/bench",
+                   "cosign_certificate_oidc_issuer": "https://oidc.example.com",
+                   "cosign_trusted_root": signed.trusted_root()}),
+        ),
+        (
+            "keyless with the built-in public-good root (parsed, nothing signed for it)",
+            json!({"repository": repository, "tag": "keyed",
+                   "cosign_certificate_identity": "https://ci.example.com/bench",
+                   "cosign_certificate_oidc_issuer": "https://oidc.example.com"}),
+        ),
+    ];
+    println!("  tag-mode check of a signed tag, {CHECKS} in a row, plain HTTP:");
+    for (label, source) in cases {
+        let request = json!({ "source": source });
+        let (mut cpu, mut rss) = (Vec::new(), Vec::new());
+        let mut reported = 0;
+        for _ in 0..CHECKS {
+            let m = step("check", None, &request);
+            let versions: serde_json::Value = serde_json::from_str(&m.stdout).unwrap();
+            reported = versions.as_array().map_or(0, Vec::len);
+            cpu.push(m.cpu);
+            rss.push(m.max_rss_kib);
+        }
+        println!(
+            "    {label}: CPU {} a check (median), peak RSS {} MiB, {reported} version reported",
+            ms(median(cpu)),
+            median_u64(rss) / 1024
+        );
+    }
 }
 
 /// A tag-mode check of an unchanged tag, 100 times in a row, as Concourse
