@@ -7,7 +7,7 @@
 //! among the digest's OCI 1.1 referrers. Two policies: a key
 //! (`source.cosign_public_key`), or keyless, an identity and an OIDC issuer
 //! in a Fulcio certificate checked offline against a Sigstore trusted root
-//! (`source.cosign_certificate_*`, [`keyless`]).
+//! (`source.cosign_certificate_*`, [`KeylessPolicy`]).
 
 mod bundle;
 mod certificate;
