@@ -119,7 +119,7 @@ enum Command {
     /// an OIDC issuer (checked offline against a Sigstore trusted root); prints the digest
     /// and where.
     #[command(
-        after_help = "Examples:\n  registry-image verify registry.example.org/team/app:1.2.3 --key cosign.pub\n  registry-image verify registry.k8s.io/pause:3.10 \\\n    --certificate-identity krel-trust@k8s-releng-prod.iam.gserviceaccount.com \\\n    --certificate-oidc-issuer https://accounts.google.com"
+        after_help = "Example:\n  registry-image verify registry.example.org/team/app:1.2.3 --key cosign.pub\nKeyless:\n  registry-image verify registry.k8s.io/pause:3.10 \\\n    --certificate-identity krel-trust@k8s-releng-prod.iam.gserviceaccount.com \\\n    --certificate-oidc-issuer https://accounts.google.com"
     )]
     Verify {
         reference: String,
