@@ -165,19 +165,18 @@ impl KeylessArgs {
             ),
         )?;
         let root = match &self.trusted_root {
-            None => TrustedRoot::public_good()?,
+            None => None,
             Some(path) => {
                 let bytes = std::fs::read(path)
                     .with_context(|| format!("--trusted-root: reading {}", path.display()))?;
-                TrustedRoot::parse(&bytes)
-                    .with_context(|| format!("--trusted-root {}", path.display()))?
+                Some(
+                    TrustedRoot::parse(&bytes)
+                        .with_context(|| format!("--trusted-root {}", path.display()))?,
+                )
             }
         };
-        Ok(SignaturePolicy::Keyless(Box::new(KeylessPolicy {
-            identity,
-            issuer,
-            root,
-        })))
+        let policy = KeylessPolicy::new(identity, issuer, root)?;
+        Ok(SignaturePolicy::Keyless(Box::new(policy)))
     }
 }
 

@@ -644,23 +644,20 @@ impl Source {
             ),
         )?;
         let root = match &self.cosign_trusted_root {
-            None | Some(serde_json::Value::Null) => TrustedRoot::public_good()?,
+            None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(text)) => {
-                TrustedRoot::parse(text.as_bytes()).context("source.cosign_trusted_root")?
+                Some(TrustedRoot::parse(text.as_bytes()).context("source.cosign_trusted_root")?)
             }
-            Some(object @ serde_json::Value::Object(_)) => {
+            Some(object @ serde_json::Value::Object(_)) => Some(
                 TrustedRoot::parse(object.to_string().as_bytes())
-                    .context("source.cosign_trusted_root")?
-            }
+                    .context("source.cosign_trusted_root")?,
+            ),
             Some(_) => {
                 bail!("source.cosign_trusted_root: a trusted_root.json's content (text or object)")
             }
         };
-        Ok(Some(SignaturePolicy::Keyless(Box::new(KeylessPolicy {
-            identity,
-            issuer,
-            root,
-        }))))
+        let policy = KeylessPolicy::new(identity, issuer, root)?;
+        Ok(Some(SignaturePolicy::Keyless(Box::new(policy))))
     }
 
     /// The repository, parsed.

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use super::payload::Envelope;
-use super::transparency::{InclusionProof, LogEntry};
+use super::transparency::{InclusionProof, LogEntry, MAX_PROOF_HASHES};
 
 /// The media type prefix of every bundle version.
 pub const BUNDLE_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
@@ -201,7 +201,7 @@ impl RawLogEntry {
         let proof = match &self.inclusion_proof {
             None => None,
             Some(proof) => {
-                if proof.hashes.len() > 64 {
+                if proof.hashes.len() > MAX_PROOF_HASHES {
                     bail!("an inclusion proof of {} hashes", proof.hashes.len());
                 }
                 Some(InclusionProof {

@@ -298,32 +298,19 @@ impl SigningCertificate {
 }
 
 /// The DER of every `CERTIFICATE` block of a PEM text, in order (at most
-/// [`MAX_PEM_CERTIFICATES`]). Lenient about line width: signers wrap the
-/// base64 at 64 columns (cosign) or not at all (sigstore-js, in Rekor
-/// entries), and the strict RFC 7468 reader refuses the latter.
+/// [`MAX_PEM_CERTIFICATES`]), read by rustls' PEM reader as `ca_certs`
+/// are (`registry::trust::parse_ca_certs`). It is lenient about line
+/// width, which matters: cosign wraps the base64 at 64 columns,
+/// sigstore-js (in Rekor entries) not at all.
 pub fn certificates_from_pem(text: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    use base64::Engine as _;
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
+    use rustls::pki_types::pem::PemObject as _;
     let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(BEGIN) {
+    for cert in CertificateDer::pem_slice_iter(text.as_bytes()) {
         if out.len() == MAX_PEM_CERTIFICATES {
             bail!("more than {MAX_PEM_CERTIFICATES} certificates in one PEM text");
         }
-        let body = &rest[start + BEGIN.len()..];
-        let end = body
-            .find(END)
-            .context("a PEM certificate without its END line")?;
-        let base64: String = body[..end]
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(base64)
-            .map_err(|_| anyhow::anyhow!("a PEM certificate whose body is not base64"))?;
-        out.push(der);
-        rest = &body[end + END.len()..];
+        let cert = cert.map_err(|_| anyhow::anyhow!("a PEM certificate that is not valid PEM"))?;
+        out.push(cert.as_ref().to_vec());
     }
     Ok(out)
 }

@@ -120,6 +120,24 @@ enum Expected<'a> {
 }
 
 impl KeylessPolicy {
+    /// A policy for `identity` through `issuer`, under `root` or, when none
+    /// is given, the built-in public-good root.
+    pub fn new(
+        identity: Matcher,
+        issuer: Matcher,
+        root: Option<TrustedRoot>,
+    ) -> anyhow::Result<Self> {
+        let root = match root {
+            Some(root) => root,
+            None => TrustedRoot::public_good()?,
+        };
+        Ok(KeylessPolicy {
+            identity,
+            issuer,
+            root,
+        })
+    }
+
     /// Checks one `.sig` layer: `payload` (the layer's bytes), its
     /// signature and the layer's annotations. The caller then checks that
     /// the payload names the digest.

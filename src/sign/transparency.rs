@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 use super::trusted_root::TrustedRoot;
 
 /// Hashes in an inclusion proof (a tree of 2^64 leaves needs 64).
-const MAX_PROOF_HASHES: usize = 64;
+pub const MAX_PROOF_HASHES: usize = 64;
 /// A log entry body larger than this is not a signature's (Rekor's are a
 /// few KiB).
 const MAX_BODY_BYTES: usize = 256 << 10;
